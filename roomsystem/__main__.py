@@ -1,0 +1,3 @@
+from roomsystem.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Bookings: the Booking model, calendar backends, sync and check-in."""

@@ -1,0 +1,281 @@
+"""The ``roomsystem`` command: run the daemon or the demo room, and ask it how it is."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from roomsystem import __version__
+from roomsystem.bus import StateBus
+from roomsystem.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_LISTEN,
+    DEFAULT_STATE_DIR,
+    Settings,
+    demo_settings,
+    load_settings,
+    split_listen,
+)
+from roomsystem.daemon import Daemon
+from roomsystem.errors import ConfigError, RoomError
+from roomsystem.lifecycle import LifecycleState, ServiceState
+from roomsystem.statedir import StateDir, read_endpoint
+
+logger = logging.getLogger("roomsystem")
+
+
+def demo_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "roomsystem-demo"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result: int = args.func(args)
+        return result
+    except RoomError as exc:
+        if args.debug:
+            logger.exception("failed")
+        print(f"roomsystem: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roomsystem", description="Open, self-hosted conference room appliance."
+    )
+    parser.add_argument("--version", action="version", version=f"roomsystem {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log everything, with tracebacks")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the room daemon")
+    run.add_argument(
+        "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG_PATH})"
+    )
+    run.add_argument("--state-dir", type=Path, help="state directory (default: from the config)")
+    run.add_argument("--http", metavar="HOST:PORT", help="API address (default: from the config)")
+    run.set_defaults(func=_run)
+
+    demo = commands.add_parser("demo", help="run a whole demo room on this machine")
+    demo.add_argument("--http", metavar="HOST:PORT", default=DEFAULT_LISTEN, help="API address")
+    demo.add_argument(
+        "--state-dir", type=Path, help=f"state directory (default {demo_state_dir()})"
+    )
+    demo.set_defaults(func=_demo)
+
+    status = commands.add_parser("status", help="show what the running room says")
+    status.add_argument("--state-dir", type=Path, help="state directory of the room to ask")
+    status.add_argument("--json", action="store_true", help="print the raw snapshot")
+    status.set_defaults(func=_status)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(required=True, metavar="COMMAND")
+    check = config_commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG_PATH)
+    check.set_defaults(func=_config_check)
+
+    token = commands.add_parser("token", help="print the API bearer token")
+    token.add_argument("--state-dir", type=Path, help="state directory of the room")
+    token.set_defaults(func=_token)
+    return parser
+
+
+def _with_overrides(settings: Settings, state_dir: Path | None, listen: str | None) -> Settings:
+    update: dict[str, Any] = {}
+    if state_dir is not None:
+        update["state_dir"] = state_dir.absolute()
+    if listen is not None:
+        try:
+            split_listen(listen)
+        except ValueError as exc:
+            raise ConfigError(f"--http: {exc}") from None
+        update["api"] = settings.api.model_copy(update={"listen": listen})
+    return settings.model_copy(update=update)
+
+
+def _run(args: argparse.Namespace) -> int:
+    path: Path = args.config or DEFAULT_CONFIG_PATH
+    if args.config is None and not path.exists():
+        logger.info("no configuration at %s: running with the demo defaults", path)
+        settings = demo_settings()
+    else:
+        settings = load_settings(path)
+    settings = _with_overrides(settings, args.state_dir, args.http)
+    logging.getLogger().setLevel(logging.DEBUG if args.debug else settings.logging.level.upper())
+    return asyncio.run(_serve(settings, on_ready=None))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    settings = _with_overrides(demo_settings(), args.state_dir or demo_state_dir(), args.http)
+    return asyncio.run(_serve(settings, on_ready=_print_demo_urls))
+
+
+def _print_demo_urls(daemon: Daemon) -> None:
+    url = daemon.url
+    state_dir = daemon.settings.state_dir
+    print(
+        f"{daemon.settings.room.name} is ready.\n"
+        f"  health  {url}/api/v1/health\n"
+        f"  state   {url}/api/v1/state\n"
+        f"  events  {url.replace('http', 'ws', 1)}/api/v1/events\n"
+        f"  API     {url}/api/v1/openapi.json\n"
+        f"  token   roomsystem token --state-dir {state_dir}\n"
+        f"  status  roomsystem status --state-dir {state_dir}\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+
+
+async def _serve(settings: Settings, on_ready: Callable[[Daemon], None] | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    daemon = Daemon(settings)
+    started = time.monotonic()
+    progress = asyncio.create_task(_show_progress(daemon.room.bus), name="cli:progress")
+    try:
+        await daemon.start()
+        print(f"roomsystem {__version__}: {settings.room.name}, API at {daemon.url}", flush=True)
+        ready = asyncio.create_task(daemon.room.ready.wait(), name="cli:ready")
+        stopping = asyncio.create_task(stop.wait(), name="cli:stop")
+        await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if daemon.room.ready.is_set():
+            logger.info("ready in %.2f s", time.monotonic() - started)
+            if on_ready is not None:
+                on_ready(daemon)
+        await stopping
+        logger.info("stopping")
+    finally:
+        progress.cancel()
+        await asyncio.gather(progress, return_exceptions=True)
+        await daemon.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+async def _show_progress(bus: StateBus) -> None:
+    """Log each phase and each service failure as the room starts and runs."""
+    shown: dict[str, object] = {}
+    with bus.subscribe() as subscription:
+        while True:
+            change = await subscription.next()
+            if not isinstance(change.value, LifecycleState):
+                continue
+            if shown.get("phase") != change.value.phase:
+                shown["phase"] = change.value.phase
+                logger.info("phase: %s", change.value.phase)
+            for service in change.value.services:
+                if shown.get(service.name) != service.state:
+                    shown[service.name] = service.state
+                    logger.info("service %s: %s", service.name, service.state)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    load_settings(args.path)
+    print(f"{args.path}: ok")
+    return 0
+
+
+def _find_state_dir(given: Path | None) -> StateDir:
+    """The state dir given, else the installed room's if it runs, else the demo's."""
+    if given is not None:
+        return StateDir(given)
+    for candidate in (DEFAULT_STATE_DIR, demo_state_dir()):
+        if read_endpoint(StateDir(candidate)) is not None:
+            return StateDir(candidate)
+    return StateDir(DEFAULT_STATE_DIR if DEFAULT_STATE_DIR.exists() else demo_state_dir())
+
+
+def _token(args: argparse.Namespace) -> int:
+    print(_find_state_dir(args.state_dir).api_token())
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    state_dir = _find_state_dir(args.state_dir)
+    endpoint = read_endpoint(state_dir)
+    if endpoint is None:
+        raise RoomError(f"no room is running with state directory {state_dir.path}")
+    request = urllib.request.Request(
+        f"{endpoint.url}/api/v1/state",
+        headers={"Authorization": f"Bearer {state_dir.api_token()}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            state = json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise RoomError(f"{endpoint.url} answered {exc.code}: {exc.read()[:200]!r}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RoomError(f"cannot reach the room at {endpoint.url}: {exc}") from None
+    if args.json:
+        print(json.dumps(state, indent=2))
+    else:
+        print(format_status(state, endpoint.url))
+    return 0
+
+
+def format_status(state: dict[str, Any], url: str) -> str:
+    room, lifecycle = state["room"], state["lifecycle"]
+    lines = [
+        f"{room['name']}  ({room['location'] or 'no location'}, {room['timezone']})",
+        f"  room id     {room['id']}",
+        f"  version     roomsystem {room['version']}",
+        f"  API         {url}",
+        f"  phase       {lifecycle['phase']}{_since(lifecycle.get('ready_at'))}",
+    ]
+    for service in lifecycle["services"] or [{"name": "(none yet)", "state": ""}]:
+        detail = service["state"]
+        if service.get("state") == ServiceState.FAILED:
+            detail += (
+                f" ({service['error_kind']} error, {service['failures']}x): {service['error']}"
+            )
+        lines.append(f"  service     {service['name']}: {detail}".rstrip(": "))
+    devices = state["devices"]["devices"]
+    lines.append(f"  devices     {len(devices)}" + "".join(_device_line(d) for d in devices))
+    lines.append(f"  meeting     {'in a meeting' if state['meeting']['in_meeting'] else 'none'}")
+    sharing = state["sharing"]
+    lines.append(f"  sharing     {sharing['sharer'] or 'someone' if sharing['active'] else 'idle'}")
+    calendar = state["calendar"]
+    lines.append(f"  calendar    {calendar['backend'] or 'not configured'}")
+    return "\n".join(lines)
+
+
+def _device_line(device: dict[str, Any]) -> str:
+    health = "online" if device["online"] else f"OFFLINE: {device['error'] or 'no answer'}"
+    return f"\n                {device['kind']} {device['name']}: {health}"
+
+
+def _since(timestamp: str | None) -> str:
+    if not timestamp:
+        return ""
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(timestamp)).total_seconds()
+    return f" for {_duration(seconds)}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,1 @@
+"""Device profiles, discovery, one coordinator per device, and device health."""

@@ -1,0 +1,1 @@
+"""Meeting policy, WebRTC signalling and peers."""

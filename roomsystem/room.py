@@ -1,0 +1,199 @@
+"""The composition root: builds the room's services from the settings and runs its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from roomsystem import __version__
+from roomsystem.bus import StateBus
+from roomsystem.calendar.state import CalendarState
+from roomsystem.commands import Arguments, Command, CommandError
+from roomsystem.config import Settings
+from roomsystem.devices.state import DevicesState
+from roomsystem.lifecycle import (
+    SETUP_PHASES,
+    Backoff,
+    LifecycleState,
+    Phase,
+    PhaseGate,
+    Service,
+    ServiceStatus,
+    Supervisor,
+    initial_statuses,
+    lifecycle_with,
+)
+from roomsystem.meeting.state import MeetingPolicy, MeetingState
+from roomsystem.sharing.state import SharingState
+from roomsystem.state import RoomInfo
+from roomsystem.statedir import StateDir
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_FILE = "room.json"
+
+
+class RoomIdentity(BaseModel):
+    """Kept in the state directory so the room keeps its id across restarts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+
+
+class RetryArguments(Arguments):
+    service: str
+
+
+class RetryResult(BaseModel):
+    service: str
+    state: str
+
+
+def build_services(settings: Settings) -> list[Service]:
+    """The services this configuration asks for."""
+    # The device, calendar, meeting and sharing services join here as they are built.
+    return []
+
+
+class Room:
+    """One meeting room: its state bus, its services and their lifecycle."""
+
+    def __init__(self, settings: Settings, services: Sequence[Service] | None = None) -> None:
+        self.settings = settings
+        self.state_dir = StateDir(settings.state_dir)
+        self.services = list(build_services(settings) if services is None else services)
+        names = [s.name for s in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError(f"service names must be unique: {names}")
+        self.gate = PhaseGate()
+        self.ready = asyncio.Event()
+        self.bus = StateBus(self._initial_state())
+        lifecycle = settings.lifecycle
+        self._supervisors = {
+            s.name: Supervisor(
+                s,
+                self.gate,
+                self._report_service,
+                Backoff(lifecycle.retry_initial_s, lifecycle.retry_max_s),
+                lifecycle.setup_timeout_s,
+            )
+            for s in self.services
+        }
+        self._lifecycle_task: asyncio.Task[None] | None = None
+        self.api_token = ""
+
+    def _initial_state(self) -> dict[str, BaseModel]:
+        room = self.settings.room
+        meeting = self.settings.meeting
+        return {
+            "room": RoomInfo(
+                id="",
+                name=room.name,
+                location=room.location,
+                timezone=room.timezone,
+                version=__version__,
+                started_at=datetime.now(UTC),
+            ),
+            "lifecycle": LifecycleState(services=initial_statuses(self.services)),
+            "devices": DevicesState(),
+            "meeting": MeetingState(
+                policy=MeetingPolicy(
+                    waiting_room=meeting.waiting_room,
+                    join_before_host=meeting.join_before_host,
+                    mute_on_entry=meeting.mute_on_entry,
+                    video_off_on_entry=meeting.video_off_on_entry,
+                    host_only_sharing=meeting.host_only_sharing,
+                )
+            ),
+            "sharing": SharingState(),
+            "calendar": CalendarState(),
+        }
+
+    @property
+    def lifecycle(self) -> LifecycleState:
+        state = self.bus.get("lifecycle")
+        assert isinstance(state, LifecycleState)
+        return state
+
+    def open(self) -> None:
+        """Take the state directory and load what the room kept; fails fast on errors."""
+        self.state_dir.lock()
+        try:
+            identity = self.state_dir.load(IDENTITY_FILE, RoomIdentity)
+            if identity is None:
+                identity = RoomIdentity(id=str(uuid.uuid4()))
+                self.state_dir.save(IDENTITY_FILE, identity)
+            self.api_token = self.state_dir.api_token()
+        except BaseException:
+            self.state_dir.unlock()
+            raise
+        room = self.bus.get("room").model_copy(update={"id": identity.id})
+        self.bus.publish("room", room)
+
+    def start(self) -> None:
+        """Start the lifecycle in the background; await `ready` to know it is done."""
+        now = datetime.now(UTC)
+        self.bus.publish("lifecycle", self.lifecycle.model_copy(update={"started_at": now}))
+        for supervisor in self._supervisors.values():
+            supervisor.start()
+        self._lifecycle_task = asyncio.create_task(self._run_phases(), name="room:lifecycle")
+
+    async def _run_phases(self) -> None:
+        for phase in SETUP_PHASES:
+            await self._enter(phase)
+            await asyncio.gather(*(s.settled(phase) for s in self._supervisors.values()))
+        await self._enter(Phase.READY, ready_at=datetime.now(UTC))
+        problems = [s.name for s in self.lifecycle.services if s.error]
+        if problems:
+            logger.warning("room ready without: %s", ", ".join(problems))
+        else:
+            logger.info("room ready")
+        self.ready.set()
+
+    async def _enter(self, phase: Phase, **extra: object) -> None:
+        logger.debug("phase %s", phase)
+        self.bus.publish("lifecycle", self.lifecycle.model_copy(update={"phase": phase, **extra}))
+        await self.gate.advance(phase)
+
+    def _report_service(self, status: ServiceStatus) -> None:
+        self.bus.publish("lifecycle", lifecycle_with(self.lifecycle, status))
+
+    async def stop(self) -> None:
+        """Cancel and await every task the room owns, close services, release the state dir."""
+        self.bus.publish("lifecycle", self.lifecycle.model_copy(update={"phase": Phase.STOPPING}))
+        if self._lifecycle_task is not None:
+            self._lifecycle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lifecycle_task
+            self._lifecycle_task = None
+        await asyncio.gather(*(s.close() for s in self._supervisors.values()))
+        self.state_dir.unlock()
+
+    def commands(self) -> list[Command]:
+        return [
+            Command(
+                path="services/retry",
+                summary="Retry a failed service now instead of waiting for its backoff.",
+                arguments=RetryArguments,
+                result=RetryResult,
+                handler=self._retry_service,
+            )
+        ]
+
+    async def _retry_service(self, args: RetryArguments) -> RetryResult:
+        supervisor = self._supervisors.get(args.service)
+        if supervisor is None:
+            known = ", ".join(self._supervisors) or "none"
+            raise CommandError(404, f"no service {args.service!r} (services: {known})")
+        if not supervisor.retry_now():
+            raise CommandError(
+                409, f"{args.service} has not failed (it is {supervisor.status.state})"
+            )
+        return RetryResult(service=args.service, state=supervisor.status.state)

@@ -1,0 +1,1 @@
+"""Wireless screen sharing: zeroconf advertisement, sharing key, share sessions."""

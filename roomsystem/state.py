@@ -1,0 +1,42 @@
+"""The whole room snapshot: one section per topic of the event bus."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from roomsystem.calendar.state import CalendarState
+from roomsystem.devices.state import DevicesState
+from roomsystem.lifecycle import LifecycleState
+from roomsystem.meeting.state import MeetingState
+from roomsystem.sharing.state import SharingState
+
+
+class RoomInfo(BaseModel):
+    """Who the room is and what it runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    location: str
+    timezone: str
+    version: str
+    started_at: datetime
+
+
+class RoomState(BaseModel):
+    """What ``GET /api/v1/state`` returns and the event stream starts with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    room: RoomInfo
+    lifecycle: LifecycleState
+    devices: DevicesState
+    meeting: MeetingState
+    sharing: SharingState
+    calendar: CalendarState
+
+
+TOPICS = tuple(RoomState.model_fields)
