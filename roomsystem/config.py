@@ -8,6 +8,7 @@ silently. Errors name the file, the line and the dotted key, and say what is all
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import tomllib
 import zoneinfo
@@ -172,7 +173,10 @@ def _syntax_error(filename: str, exc: tomllib.TOMLDecodeError) -> str:
 
 
 def _dotted(loc: Sequence[int | str]) -> str:
-    return ".".join(str(part) for part in loc) or "(file)"
+    """The key as TOML writes it: bare where it can be, quoted (escaped) where not."""
+    bare = re.compile(r"[A-Za-z0-9_\-]+")
+    parts = (str(p) if bare.fullmatch(str(p)) else json.dumps(str(p)) for p in loc)
+    return ".".join(parts) or "(file)"
 
 
 def _describe(err: Any) -> str:
