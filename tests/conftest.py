@@ -32,7 +32,9 @@ def settings(tmp_path: Path) -> Settings:
         update={
             "state_dir": tmp_path / "state",
             "api": base.api.model_copy(update={"listen": "127.0.0.1:0"}),
-            "lifecycle": LifecycleSettings(retry_initial_s=0.05, retry_max_s=0.2, setup_timeout_s=2),
+            "lifecycle": LifecycleSettings(
+                retry_initial_s=0.05, retry_max_s=0.2, setup_timeout_s=2
+            ),
         }
     )
 

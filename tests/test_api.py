@@ -34,7 +34,9 @@ async def test_health_needs_no_token_and_reports_the_phase(daemon: Daemon) -> No
         {"Authorization": "Bearer \u00e9\u00e9"},
     ],
 )
-async def test_everything_but_health_needs_the_token(daemon: Daemon, headers: dict[str, str]) -> None:
+async def test_everything_but_health_needs_the_token(
+    daemon: Daemon, headers: dict[str, str]
+) -> None:
     async with aiohttp.ClientSession(daemon.url, headers=headers) as session:
         for method, path in [
             ("GET", "/api/v1/state"),
@@ -129,7 +131,12 @@ async def test_stopping_the_room_closes_event_streams(settings: Settings) -> Non
         (b'{"service": 3}', "application/json", 422, "invalid arguments"),
         (b'{"service": "x", "extra": 1}', "application/json", 422, "invalid arguments"),
         (b"{}", "application/json", 422, "invalid arguments"),
-        (b"service=x", "application/x-www-form-urlencoded", 415, "the body must be application/json"),
+        (
+            b"service=x",
+            "application/x-www-form-urlencoded",
+            415,
+            "the body must be application/json",
+        ),
         (b"x" * 70000, "application/json", 413, "Maximum request body size 65536"),
     ],
 )
@@ -169,6 +176,8 @@ async def test_openapi_documents_every_route(daemon: Daemon) -> None:
     served = {r.get_info().get("path") for r in daemon.api.app.router.resources()}
     assert served == set(spec["paths"])
     retry = spec["paths"]["/api/v1/services/retry"]["post"]
-    schema_name = retry["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    schema_name = retry["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit(
+        "/", 1
+    )[1]
     assert spec["components"]["schemas"][schema_name]["required"] == ["service"]
     assert set(spec["components"]["schemas"]["RoomState"]["required"]) == TOPICS

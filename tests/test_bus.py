@@ -64,7 +64,11 @@ async def test_a_slow_subscriber_holds_one_change_per_topic_and_converges() -> N
         assert slow.pending == 0
     # Order follows each topic's latest change; the counter changed last.
     assert (label.topic, label.value) == ("label", Label(text="half"))
-    assert (counter.topic, counter.value, counter.skipped) == ("counter", Counter(value=10_000), 9_999)
+    assert (counter.topic, counter.value, counter.skipped) == (
+        "counter",
+        Counter(value=10_000),
+        9_999,
+    )
     assert label.seq < counter.seq == bus.seq
 
 

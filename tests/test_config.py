@@ -43,7 +43,7 @@ def test_a_valid_file_becomes_frozen_typed_settings() -> None:
     assert settings.meeting.passcode_length == 10
     assert settings.meeting.join_before_host is False  # untouched keys keep the defaults
     with pytest.raises(ValueError, match="frozen"):
-        settings.room.name = "other"  # type: ignore[misc]
+        settings.room.name = "other"
 
 
 def test_an_empty_file_is_the_demo_defaults() -> None:
@@ -52,7 +52,9 @@ def test_an_empty_file_is_the_demo_defaults() -> None:
 
 def test_out_of_range_names_file_line_key_and_allowed_values() -> None:
     text = "\n" * 11 + "[meeting]\npasscode_length = 4\n"
-    assert errors_of(text) == ["roomsystem.toml:13: meeting.passcode_length: must be 6 to 10, got 4"]
+    assert errors_of(text) == [
+        "roomsystem.toml:13: meeting.passcode_length: must be 6 to 10, got 4"
+    ]
 
 
 def test_unknown_keys_are_errors_that_list_the_allowed_ones() -> None:
@@ -63,7 +65,9 @@ def test_unknown_keys_are_errors_that_list_the_allowed_ones() -> None:
 
 
 def test_every_error_is_reported_in_line_order() -> None:
-    text = '[api]\nlisten = "localhost"\n[meeting]\nwaiting_room = "yes"\n[logging]\nlevel = "loud"\n'
+    text = (
+        '[api]\nlisten = "localhost"\n[meeting]\nwaiting_room = "yes"\n[logging]\nlevel = "loud"\n'
+    )
     assert errors_of(text) == [
         "roomsystem.toml:2: api.listen: must be HOST:PORT with a port from 0 to 65535, got 'localhost'",
         "roomsystem.toml:4: meeting.waiting_room: must be true or false, got 'yes'",
@@ -77,10 +81,19 @@ def test_every_error_is_reported_in_line_order() -> None:
         ("room.name = 5", "roomsystem.toml:1: room.name: must be a string, got 5"),
         ('room = { timezone = "Mars/Base" }', "roomsystem.toml:1: room.timezone: must be an IANA"),
         ('state_dir = "relative/dir"', "roomsystem.toml:1: state_dir: must be an absolute path"),
-        ("meeting.id_digits = 9.5", "roomsystem.toml:1: meeting.id_digits: must be an integer, got 9.5"),
+        (
+            "meeting.id_digits = 9.5",
+            "roomsystem.toml:1: meeting.id_digits: must be an integer, got 9.5",
+        ),
         ("room = 3", "roomsystem.toml:1: room: must be a table, got 3"),
-        ('[room]\nname = ""', "roomsystem.toml:2: room.name: must be 1 to 64 characters long, got 0"),
-        ('[api]\nlisten = "::1:80"', "roomsystem.toml:2: api.listen: an IPv6 address must be in brackets"),
+        (
+            '[room]\nname = ""',
+            "roomsystem.toml:2: room.name: must be 1 to 64 characters long, got 0",
+        ),
+        (
+            '[api]\nlisten = "::1:80"',
+            "roomsystem.toml:2: api.listen: an IPv6 address must be in brackets",
+        ),
         ("[room\nname = 1", "roomsystem.toml:1: TOML syntax error"),
         ('x = """\nname = 1\n"""\ny = 2', "roomsystem.toml:1: x: unknown key"),
     ],
@@ -90,7 +103,7 @@ def test_each_kind_of_error_says_what_and_where(text: str, expected: str) -> Non
 
 
 def test_strict_types_do_not_coerce() -> None:
-    assert errors_of("[meeting]\npasscode_length = \"8\"\n") == [
+    assert errors_of('[meeting]\npasscode_length = "8"\n') == [
         "roomsystem.toml:2: meeting.passcode_length: must be an integer, got '8'"
     ]
     assert errors_of("[meeting]\nwaiting_room = 1\n")[0].endswith("must be true or false, got 1")
@@ -150,7 +163,9 @@ def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        items = ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None)
+        items = ", ".join(
+            f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None
+        )
         return "{ " + items + " }"
     if isinstance(value, str):
         return toml_key(value)

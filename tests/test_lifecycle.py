@@ -138,7 +138,9 @@ async def test_stop_closes_every_service(settings: Settings) -> None:
     assert [s.state for s in running.room.lifecycle.services] == [ServiceState.STOPPED] * 2
 
 
-async def test_a_service_that_hangs_in_setup_times_out_and_does_not_block_ready(settings: Settings) -> None:
+async def test_a_service_that_hangs_in_setup_times_out_and_does_not_block_ready(
+    settings: Settings,
+) -> None:
     settings = settings.model_copy(
         update={"lifecycle": settings.lifecycle.model_copy(update={"setup_timeout_s": 0.2})}
     )
@@ -156,25 +158,39 @@ async def test_a_service_that_hangs_in_setup_times_out_and_does_not_block_ready(
 
 async def test_retry_command_cuts_the_backoff_short(settings: Settings) -> None:
     settings = settings.model_copy(
-        update={"lifecycle": settings.lifecycle.model_copy(update={"retry_initial_s": 60, "retry_max_s": 60})}
+        update={
+            "lifecycle": settings.lifecycle.model_copy(
+                update={"retry_initial_s": 60, "retry_max_s": 60}
+            )
+        }
     )
     camera = FailsInDiscover(failures=1)
     running = Daemon(settings, [camera])
     await running.start()
     headers = {"Authorization": f"Bearer {running.room.api_token}"}
     try:
-        await until_lifecycle(running.room.bus, lambda s: s.services[0].state is ServiceState.FAILED)
+        await until_lifecycle(
+            running.room.bus, lambda s: s.services[0].state is ServiceState.FAILED
+        )
         async with aiohttp.ClientSession(running.url, headers=headers) as client:
-            async with client.post("/api/v1/services/retry", json={"service": "camera"}) as response:
+            async with client.post(
+                "/api/v1/services/retry", json={"service": "camera"}
+            ) as response:
                 assert response.status == 200
                 assert await response.json() == {"service": "camera", "state": "failed"}
-            await until_lifecycle(running.room.bus, lambda s: s.services[0].state is ServiceState.RUNNING)
-            async with client.post("/api/v1/services/retry", json={"service": "camera"}) as response:
+            await until_lifecycle(
+                running.room.bus, lambda s: s.services[0].state is ServiceState.RUNNING
+            )
+            async with client.post(
+                "/api/v1/services/retry", json={"service": "camera"}
+            ) as response:
                 assert response.status == 409
                 assert "has not failed" in (await response.json())["error"]["message"]
             async with client.post("/api/v1/services/retry", json={"service": "ghost"}) as response:
                 assert response.status == 404
-                assert (await response.json())["error"]["message"] == "no service 'ghost' (services: camera)"
+                assert (await response.json())["error"][
+                    "message"
+                ] == "no service 'ghost' (services: camera)"
     finally:
         await running.stop()
 

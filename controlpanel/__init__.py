@@ -1,0 +1,1 @@
+"""The room's Kivy apps (touch panel and main display): clients of the local API only."""
