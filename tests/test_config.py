@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import roomsystem
 from roomsystem.config import KeyLocator, Settings, load_settings, parse_settings
 from roomsystem.errors import ConfigError
 
@@ -174,3 +176,23 @@ def toml_value(value: object) -> str:
 
 def toml_key(key: str) -> str:
     return json.dumps(key)  # JSON string escapes are TOML basic-string escapes
+
+
+def test_the_example_file_documents_every_key_with_its_default() -> None:
+    example = Path(roomsystem.__file__).with_name("roomsystem.example.toml").read_text()
+    uncommented = "\n".join(
+        line[2:] for line in example.splitlines() if re.match(r"# (\[\w+\]$|\w+ = )", line)
+    )
+    assert parse_settings(example) == Settings()
+    assert parse_settings(uncommented) == Settings()
+    documented = set(re.findall(r"^(\w+) = ", uncommented, re.MULTILINE))
+    declared = {
+        name
+        for section in Settings.model_fields.values()
+        for name in getattr(section.annotation, "model_fields", {})
+    } | {
+        name
+        for name, f in Settings.model_fields.items()
+        if not hasattr(f.annotation, "model_fields")
+    }
+    assert documented == declared
