@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from roomsystem.api.openapi import build_openapi
 from roomsystem.api.server import ApiServer
@@ -33,6 +34,7 @@ class Daemon:
         self.room = Room(settings, services)
         self.api: ApiServer | None = None
         self.url = ""
+        self._running = False
 
     async def start(self) -> None:
         """Take the state directory, answer on the API, then run the lifecycle."""
@@ -54,18 +56,24 @@ class Daemon:
                 raise ListenError(str(exc.strerror or exc)) from None
             self.room.state_dir.save(ENDPOINT_FILE, Endpoint(url=self.url, pid=os.getpid()))
         except BaseException:
+            if self.api is not None:
+                await self.api.stop()
             self.room.state_dir.unlock()
             raise
         self.room.start()
+        self._running = True
 
     async def stop(self) -> None:
+        """Undo `start`; does nothing if it did not start (the state dir may be another's)."""
+        if not self._running:
+            return
+        self._running = False
         self.room.state_dir.remove(ENDPOINT_FILE)
-        if self.api is not None:
-            await self._bounded(self.api.stop(), "API server")
+        assert self.api is not None
+        await self._bounded(self.api.stop(), "API server")
         await self._bounded(self.room.stop(), "room")
 
-    async def _bounded(self, step: object, what: str) -> None:
-        assert asyncio.iscoroutine(step)
+    async def _bounded(self, step: Coroutine[Any, Any, None], what: str) -> None:
         try:
             await asyncio.wait_for(step, STOP_STEP_TIMEOUT_S)
         except TimeoutError:

@@ -20,7 +20,11 @@ def no_leaked_threads() -> Iterator[None]:
     """Fail a test that leaves a thread behind (torn down after its event loop)."""
     before = set(threading.enumerate())
     yield
-    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    new = [t for t in threading.enumerate() if t not in before]
+    for thread in new:
+        # asyncio's child watcher thread ends just after the child it waits for.
+        thread.join(timeout=2)
+    leaked = [t for t in new if t.is_alive()]
     assert not leaked, f"threads left running: {leaked}"
 
 

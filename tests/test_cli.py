@@ -128,6 +128,7 @@ async def test_a_second_daemon_on_the_same_state_dir_is_refused(demo: Demo) -> N
     assert err.strip() == (
         f"roomsystem: state directory {demo.state_dir} is in use by roomsystem (pid {demo.process.pid})"
     )
+    assert (demo.state_dir / "api.json").exists()  # the running room's files are untouched
 
 
 async def test_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
