@@ -1,0 +1,139 @@
+"""Serve a simulated device over a pseudo-terminal, TCP or UDP.
+
+A simulator is the device side of a protocol: it keeps the device's state (power, input,
+pan/tilt, ...) in a `SimulatedDevice`, and each connection gets a `Session` that parses
+the controller's bytes with the protocol's own codec and answers with bytes, exactly as the
+real device would. The same device object can be served on several transports at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pty
+import tty
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """One controller's connection to a simulated device."""
+
+    def connected(self) -> bytes:
+        """Bytes the device sends as soon as a controller connects (a greeting), or b""."""
+        ...
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed bytes from the controller; return the bytes the device sends back."""
+        ...
+
+
+class SimulatedDevice(Protocol):
+    def session(self) -> Session: ...
+
+
+class _StreamSession(asyncio.Protocol):
+    def __init__(self, device: SimulatedDevice) -> None:
+        self._device = device
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self._transport = transport
+        self._session = self._device.session()
+        self._send(self._session.connected())
+
+    def data_received(self, data: bytes) -> None:
+        self._send(self._session.receive(data))
+
+    def _send(self, data: bytes) -> None:
+        if data and not self._transport.is_closing():
+            self._transport.write(data)
+
+
+async def serve_tcp(device: SimulatedDevice, host: str, port: int) -> asyncio.Server:
+    """Listen on ``host:port`` (0 picks a port); close the returned server to stop."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: _StreamSession(device), host, port)
+
+
+class PtyServer:
+    """The device on the master side of a pseudo-terminal; clients open `path` as a serial port.
+
+    A real serial cable stays open when nobody listens; so does this: the master keeps
+    reading while no client has the slave open.
+    """
+
+    def __init__(self, device: SimulatedDevice) -> None:
+        self._device = device
+        self._master, self._slave = pty.openpty()
+        tty.setraw(self._slave)
+        tty.setraw(self._master)
+        os.set_blocking(self._master, False)
+        self.path = os.ttyname(self._slave)
+        self._session = device.session()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._master, self._on_readable)
+        self._write(self._session.connected())
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            return  # EIO while the slave side is closed; the next open brings data again
+        self._write(self._session.receive(data))
+
+    def _write(self, data: bytes) -> None:
+        while data:
+            try:
+                written = os.write(self._master, data)
+            except BlockingIOError:
+                logger.warning(
+                    "pty %s: controller is not reading; dropped %d bytes", self.path, len(data)
+                )
+                return
+            data = data[written:]
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._master)
+            self._loop = None
+        for fd in (self._master, self._slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class _DatagramSession(asyncio.DatagramProtocol):
+    """UDP: one session per peer address, as a device keeps per-controller state."""
+
+    def __init__(self, device: SimulatedDevice) -> None:
+        self._device = device
+        self._sessions: dict[tuple[str, int], Session] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        session = self._sessions.get(addr)
+        if session is None:
+            session = self._sessions[addr] = self._device.session()
+        reply = session.receive(data)
+        if reply:
+            self._transport.sendto(reply, addr)
+
+
+async def serve_udp(device: SimulatedDevice, host: str, port: int) -> asyncio.DatagramTransport:
+    """Answer datagrams on ``host:port``; each reply datagram is what `Session.receive` returns."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _DatagramSession(device), local_addr=(host, port)
+    )
+    return transport
