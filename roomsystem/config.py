@@ -8,18 +8,14 @@ silently. Errors name the file, the line and the dotted key, and say what is all
 from __future__ import annotations
 
 import ipaddress
-import json
-import re
-import tomllib
 import zoneinfo
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from pydantic.fields import FieldInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from roomsystem.errors import ConfigError
+from roomsystem.tomlcheck import TomlInvalid, parse_toml, validate_toml
 
 DEFAULT_CONFIG_PATH = Path("/etc/roomsystem/roomsystem.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/roomsystem")
@@ -145,165 +141,10 @@ def load_settings(path: Path) -> Settings:
 def parse_settings(text: str, filename: str = "roomsystem.toml") -> Settings:
     """Validate TOML ``text``; ``filename`` is only used in error messages."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_syntax_error(filename, exc)) from None
-    # Paths are written as strings in TOML; strict mode would refuse them otherwise.
-    if isinstance(data.get("state_dir"), str):
-        data["state_dir"] = Path(data["state_dir"])
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as exc:
-        locator = KeyLocator(text)
-        found = sorted(
-            (locator.line_of(err["loc"]), _dotted(err["loc"]), _describe(err))
-            for err in exc.errors()
-        )
-        raise ConfigError(
-            "\n".join(f"{filename}:{line}: {key}: {what}" for line, key, what in found)
-        ) from None
-
-
-def _syntax_error(filename: str, exc: tomllib.TOMLDecodeError) -> str:
-    message = str(exc)
-    match = re.search(r"\(at line (\d+), column \d+\)$", message)
-    if match:
-        return f"{filename}:{match.group(1)}: TOML syntax error: {message[: match.start()].strip()}"
-    return f"{filename}: TOML syntax error: {message}"
-
-
-def _dotted(loc: Sequence[int | str]) -> str:
-    """The key as TOML writes it: bare where it can be, quoted (escaped) where not."""
-    bare = re.compile(r"[A-Za-z0-9_\-]+")
-    parts = (str(p) if bare.fullmatch(str(p)) else json.dumps(str(p)) for p in loc)
-    return ".".join(parts) or "(file)"
-
-
-def _describe(err: Any) -> str:
-    """Say what is allowed and what was found, in the words of the config file."""
-    kind, got = err["type"], _shown(err.get("input"))
-    ctx = err.get("ctx") or {}
-    if kind == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(err["loc"][:-1])) or "none"
-        return f"unknown key (allowed here: {allowed})"
-    if kind in ("greater_than_equal", "less_than_equal"):
-        low, high = _bounds(err["loc"])
-        return f"must be {low} to {high}, got {got}"
-    if kind in ("string_too_short", "string_too_long"):
-        low, high = _length_bounds(err["loc"])
-        return f"must be {low} to {high} characters long, got {len(str(err.get('input')))}"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    expected = {
-        "int_type": "an integer",
-        "float_type": "a number",
-        "bool_type": "true or false",
-        "string_type": "a string",
-        "path_type": "a path string",
-        "model_type": "a table",
-        "dict_type": "a table",
-    }.get(kind)
-    if expected:
-        return f"must be {expected}, got {got}"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}, got {got}"
-    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got}"
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value)
-    return str(value)
-
-
-def _field(loc: Sequence[int | str]) -> FieldInfo | None:
-    model: Any = Settings
-    info: FieldInfo | None = None
-    for part in loc:
-        fields = getattr(model, "model_fields", None)
-        if not isinstance(part, str) or fields is None or part not in fields:
-            return None
-        info = fields[part]
-        model = info.annotation
-    return info
-
-
-def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
-    info = _field(loc) if loc else None
-    model: Any = info.annotation if info else Settings
-    return sorted(getattr(model, "model_fields", {}))
-
-
-def _constraint(loc: Sequence[int | str], name: str) -> Any:
-    info = _field(loc)
-    for item in info.metadata if info else ():
-        if hasattr(item, name):
-            return getattr(item, name)
-    return None
-
-
-def _bounds(loc: Sequence[int | str]) -> tuple[Any, Any]:
-    return _constraint(loc, "ge"), _constraint(loc, "le")
-
-
-def _length_bounds(loc: Sequence[int | str]) -> tuple[Any, Any]:
-    return _constraint(loc, "min_length"), _constraint(loc, "max_length")
-
-
-class KeyLocator:
-    """Finds the line of a dotted key in TOML text (tomllib keeps no positions).
-
-    It understands table headers, dotted and quoted keys and skips multi-line strings,
-    which is all a configuration file needs; a key it cannot find is reported at the
-    line of its table, or line 1.
-    """
-
-    _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-    _ASSIGN = re.compile(
-        r"^\s*((?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*'))*)\s*="
-    )
-
-    def __init__(self, text: str) -> None:
-        self._lines: dict[tuple[str, ...], int] = {}
-        for number, path in self._keys(text):
-            self._lines.setdefault(path, number)
-
-    def line_of(self, loc: Sequence[int | str]) -> int:
-        path = tuple(str(part) for part in loc if isinstance(part, str))
-        while path:
-            if path in self._lines:
-                return self._lines[path]
-            path = path[:-1]
-        return 1
-
-    def _keys(self, text: str) -> Iterator[tuple[int, tuple[str, ...]]]:
-        table: tuple[str, ...] = ()
-        in_string: str | None = None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if in_string:
-                if line.count(in_string) % 2 == 1:
-                    in_string = None
-                continue
-            header = self._HEADER.match(line)
-            if header:
-                table = _split_key(header.group(1))
-                yield number, table
-                continue
-            assign = self._ASSIGN.match(line)
-            if assign:
-                yield number, table + _split_key(assign.group(1))
-                rest = line[assign.end() :]
-                for quote in ('"""', "'''"):
-                    if rest.count(quote) % 2 == 1:
-                        in_string = quote
-
-
-def _split_key(key: str) -> tuple[str, ...]:
-    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_\-]+)", key)
-    return tuple(next(p for p in groups if p) if any(groups) else "" for groups in parts)
+        data = parse_toml(text, filename)
+        # Paths are written as strings in TOML; strict mode would refuse them otherwise.
+        if isinstance(data.get("state_dir"), str):
+            data["state_dir"] = Path(data["state_dir"])
+        return validate_toml(Settings, data, text, filename)
+    except TomlInvalid as exc:
+        raise ConfigError(str(exc)) from None

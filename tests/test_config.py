@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import roomsystem
-from roomsystem.config import KeyLocator, Settings, load_settings, parse_settings
+from roomsystem.config import Settings, load_settings, parse_settings
 from roomsystem.errors import ConfigError
+from roomsystem.tomlcheck import KeyLocator
 
 GOOD = """\
 # A real room
@@ -125,10 +126,11 @@ def test_load_settings_names_a_missing_or_unreadable_file(tmp_path: Path) -> Non
 
 
 def test_key_locator_handles_dotted_quoted_and_inline_keys() -> None:
-    locator = KeyLocator('a = 1\n[t]\n"q k".x = 2\n[[arr]]\nb = 3\nc = { d = 1 }\n')
+    locator = KeyLocator('a = 1\n[t]\n"q k".x = 2\n[[arr]]\nb = 3\nc = { d = 1 }\n[[arr]]\nb = 4\n')
     assert locator.line_of(("t", "q k", "x")) == 3
-    assert locator.line_of(("arr", "b")) == 5
-    assert locator.line_of(("arr", "c", "d")) == 6  # inside an inline table: its key's line
+    assert locator.line_of(("arr", 0, "b")) == 5
+    assert locator.line_of(("arr", 0, "c", "d")) == 6  # inside an inline table: its key's line
+    assert locator.line_of(("arr", 1, "b")) == 8
     assert locator.line_of(("nowhere",)) == 1
 
 
