@@ -8,11 +8,12 @@ silently. Errors name the file, the line and the dotted key, and say what is all
 from __future__ import annotations
 
 import ipaddress
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from roomsystem.errors import ConfigError
 from roomsystem.tomlcheck import TomlInvalid, parse_toml, validate_toml
@@ -68,6 +69,8 @@ def _check_name(value: str) -> str:
 
 
 Listen = Annotated[str, AfterValidator(_check_listen)]
+# TOML writes paths as strings: let those through strict mode, then insist on absolute.
+AbsolutePath = Annotated[Path, Field(strict=False), AfterValidator(_check_absolute)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_name)]
 
@@ -99,6 +102,55 @@ class MeetingSettings(_Section):
     host_only_sharing: bool = True
 
 
+def _check_device_id(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", value):
+        raise ValueError(
+            f"must be 1 to 32 lower-case letters, digits or '-', starting with a letter or digit, got {value!r}"
+        )
+    return value
+
+
+DeviceId = Annotated[str, AfterValidator(_check_device_id)]
+
+
+class AddedDevice(_Section):
+    """A device the room cannot discover by itself: on the network or on a serial port."""
+
+    id: DeviceId
+    profile: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(max_length=64)] = ""
+    serial: Annotated[str, Field(min_length=1)] | None = None
+    host: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    address: Annotated[int, Field(ge=0, le=254)] | None = None
+    password_file: AbsolutePath | None = None
+
+    @model_validator(mode="after")
+    def _one_connection(self) -> AddedDevice:
+        if (self.serial is None) == (self.host is None):
+            raise ValueError("give either serial (a device path) or host (a network address)")
+        return self
+
+
+class DevicesSettings(_Section):
+    """How the room finds, watches and drives its devices."""
+
+    profiles_dir: AbsolutePath | None = None
+    discover_usb: bool = True
+    poll_s: Annotated[float, Field(ge=0.2, le=300)] = 5.0
+    rediscover_s: Annotated[float, Field(ge=0.5, le=60)] = 2.0
+    display_standby_after_min: Annotated[int, Field(ge=0, le=1440)] = 10
+    # TOML arrays are lists; strict mode alone would refuse them for a tuple.
+    add: Annotated[tuple[AddedDevice, ...], Field(strict=False)] = ()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> DevicesSettings:
+        ids = [device.id for device in self.add]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"device ids must be unique, got {ids}")
+        return self
+
+
 class LifecycleSettings(_Section):
     """How the room retries a service that failed."""
 
@@ -114,10 +166,11 @@ class LoggingSettings(_Section):
 class Settings(_Section):
     """Everything the room is told by its configuration file."""
 
-    state_dir: Annotated[Path, AfterValidator(_check_absolute)] = DEFAULT_STATE_DIR
+    state_dir: AbsolutePath = DEFAULT_STATE_DIR
     room: RoomSettings = RoomSettings()
     api: ApiSettings = ApiSettings()
     meeting: MeetingSettings = MeetingSettings()
+    devices: DevicesSettings = DevicesSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     logging: LoggingSettings = LoggingSettings()
 
@@ -141,10 +194,6 @@ def load_settings(path: Path) -> Settings:
 def parse_settings(text: str, filename: str = "roomsystem.toml") -> Settings:
     """Validate TOML ``text``; ``filename`` is only used in error messages."""
     try:
-        data = parse_toml(text, filename)
-        # Paths are written as strings in TOML; strict mode would refuse them otherwise.
-        if isinstance(data.get("state_dir"), str):
-            data["state_dir"] = Path(data["state_dir"])
-        return validate_toml(Settings, data, text, filename)
+        return validate_toml(Settings, parse_toml(text, filename), text, filename)
     except TomlInvalid as exc:
         raise ConfigError(str(exc)) from None

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from roomsystem.commands import Command
 from roomsystem.errors import ErrorKind, error_kind
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class Service:
 
     async def close(self) -> None:
         """Release what setup and run took; called after every failure and at shutdown."""
+
+    def commands(self) -> list[Command]:
+        """The API commands this service offers."""
+        return []
 
 
 class Backoff:

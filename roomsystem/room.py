@@ -177,7 +177,8 @@ class Room:
         self.state_dir.unlock()
 
     def commands(self) -> list[Command]:
-        return [
+        """The room's own commands and every service's."""
+        own = [
             Command(
                 path="services/retry",
                 summary="Retry a failed service now instead of waiting for its backoff.",
@@ -186,6 +187,7 @@ class Room:
                 handler=self._retry_service,
             )
         ]
+        return own + [command for service in self.services for command in service.commands()]
 
     async def _retry_service(self, args: RetryArguments) -> RetryResult:
         supervisor = self._supervisors.get(args.service)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -14,19 +15,35 @@ class DeviceKind(StrEnum):
 
 
 class DeviceStatus(BaseModel):
-    """One device of the room, as the panel's device list shows it."""
+    """One device of the room, as the panel's device list shows it.
+
+    What the device reported last (power, input, position, ...) is None until it answered.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     id: str
     kind: DeviceKind
     name: str
+    profile: str
     certified: bool
-    online: bool
+    connection: str
+    online: bool = False
     error: str | None = None
+    since: datetime | None = None
+    power: bool | None = None
+    input_source: str | None = None
+    inputs: tuple[str, ...] = ()
+    volume: int | None = None
+    muted: bool | None = None
+    pan: int | None = None
+    tilt: int | None = None
+    zoom: int | None = None
+    presets: int = 0
 
 
 class DevicesState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     devices: tuple[DeviceStatus, ...] = ()
+    profile_errors: tuple[str, ...] = ()
