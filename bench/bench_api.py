@@ -115,7 +115,7 @@ async def main() -> list[dict[str, Any]]:
                 "api": base.api.model_copy(update={"listen": "127.0.0.1:0"}),
             }
         )
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, lambda settings, bus: [])
         await daemon.start()
         await daemon.room.ready.wait()
         headers = {"Authorization": f"Bearer {daemon.room.api_token}"}

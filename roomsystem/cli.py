@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from roomsystem import __version__
+from roomsystem import __version__, simulate
 from roomsystem.bus import StateBus
 from roomsystem.config import (
     DEFAULT_CONFIG_PATH,
@@ -29,6 +29,9 @@ from roomsystem.config import (
     split_listen,
 )
 from roomsystem.daemon import Daemon
+from roomsystem.demo import DemoDevices
+from roomsystem.devices.profiles import check_profiles
+from roomsystem.devices.service import SHIPPED_PROFILES
 from roomsystem.errors import ConfigError, RoomError
 from roomsystem.lifecycle import LifecycleState, ServiceState
 from roomsystem.statedir import StateDir, read_endpoint
@@ -94,6 +97,20 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG_PATH)
     check.set_defaults(func=_config_check)
 
+    devices = commands.add_parser("devices", help="list the room's devices and their state")
+    devices.add_argument("--state-dir", type=Path, help="state directory of the room to ask")
+    devices.set_defaults(func=_devices)
+
+    profiles = commands.add_parser("profiles", help="device profile tools")
+    profile_commands = profiles.add_subparsers(required=True, metavar="COMMAND")
+    profiles_check = profile_commands.add_parser("check", help="validate device profiles")
+    profiles_check.add_argument(
+        "paths", nargs="*", type=Path, help="files or folders (default: the shipped profiles)"
+    )
+    profiles_check.set_defaults(func=_profiles_check)
+
+    simulate.add_parser(commands)
+
     token = commands.add_parser("token", help="print the API bearer token")
     token.add_argument("--state-dir", type=Path, help="state directory of the room")
     token.set_defaults(func=_token)
@@ -127,7 +144,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     settings = _with_overrides(demo_settings(), args.state_dir or demo_state_dir(), args.http)
-    return asyncio.run(_serve(settings, on_ready=_print_demo_urls))
+    return asyncio.run(_demo_room(settings))
+
+
+async def _demo_room(settings: Settings) -> int:
+    async with DemoDevices() as simulated:
+        devices = settings.devices.model_copy(update={"add": simulated.added})
+        return await _serve(settings.model_copy(update={"devices": devices}), _print_demo_urls)
 
 
 def _print_demo_urls(daemon: Daemon) -> None:
@@ -215,7 +238,30 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    state_dir = _find_state_dir(args.state_dir)
+    state, url = _fetch_state(args.state_dir)
+    print(json.dumps(state, indent=2) if args.json else format_status(state, url))
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    state, _ = _fetch_state(args.state_dir)
+    print(format_devices(state["devices"]))
+    return 0
+
+
+def _profiles_check(args: argparse.Namespace) -> int:
+    paths = args.paths or [SHIPPED_PROFILES]
+    problems = check_profiles(paths)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    print(f"{', '.join(str(p) for p in paths)}: ok")
+    return 0
+
+
+def _fetch_state(given: Path | None) -> tuple[dict[str, Any], str]:
+    """The running room's snapshot, and the URL it came from."""
+    state_dir = _find_state_dir(given)
     endpoint = read_endpoint(state_dir)
     if endpoint is None:
         raise RoomError(f"no room is running with state directory {state_dir.path}")
@@ -230,11 +276,7 @@ def _status(args: argparse.Namespace) -> int:
         raise RoomError(f"{endpoint.url} answered {exc.code}: {exc.read()[:200]!r}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise RoomError(f"cannot reach the room at {endpoint.url}: {exc}") from None
-    if args.json:
-        print(json.dumps(state, indent=2))
-    else:
-        print(format_status(state, endpoint.url))
-    return 0
+    return state, endpoint.url
 
 
 def format_status(state: dict[str, Any], url: str) -> str:
@@ -261,6 +303,29 @@ def format_status(state: dict[str, Any], url: str) -> str:
     calendar = state["calendar"]
     lines.append(f"  calendar    {calendar['backend'] or 'not configured'}")
     return "\n".join(lines)
+
+
+def format_devices(devices: dict[str, Any]) -> str:
+    """One block per device: what it is, which profile, and how it is doing."""
+    lines = [] if devices["devices"] else ["no devices"]
+    for device in devices["devices"]:
+        certified = "certified" if device["certified"] else "generic"
+        health = "online" if device["online"] else f"OFFLINE: {device['error'] or 'not connected'}"
+        lines.append(f"{device['id']}  {device['kind']}  {device['name']}")
+        lines.append(f"    profile     {device['profile']} ({certified})")
+        lines.append(f"    connection  {device['connection']}")
+        lines.append(f"    state       {health}{_device_state(device)}")
+    lines += [f"profile error: {line}" for line in devices["profile_errors"]]
+    return "\n".join(lines)
+
+
+def _device_state(device: dict[str, Any]) -> str:
+    shown = [
+        f"{key} {device[key]}"
+        for key in ("power", "input_source", "volume", "muted", "pan", "tilt", "zoom")
+        if device.get(key) is not None
+    ]
+    return f", {', '.join(shown)}" if shown and device["online"] else ""
 
 
 def _device_line(device: dict[str, Any]) -> str:

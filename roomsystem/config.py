@@ -105,7 +105,8 @@ class MeetingSettings(_Section):
 def _check_device_id(value: str) -> str:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", value):
         raise ValueError(
-            f"must be 1 to 32 lower-case letters, digits or '-', starting with a letter or digit, got {value!r}"
+            "must be 1 to 32 lower-case letters, digits or '-', not starting with '-',"
+            f" got {value!r}"
         )
     return value
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any
 
 from roomsystem.api.openapi import build_openapi
 from roomsystem.api.server import ApiServer
 from roomsystem.config import Settings, split_listen
 from roomsystem.errors import RoomError
-from roomsystem.lifecycle import Service
-from roomsystem.room import Room
+from roomsystem.room import Room, ServiceFactory, build_services
 from roomsystem.statedir import ENDPOINT_FILE, Endpoint
 
 logger = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ class ListenError(RoomError):
 class Daemon:
     """Owns the room and its API server; `stop` undoes everything `start` did."""
 
-    def __init__(self, settings: Settings, services: Sequence[Service] | None = None) -> None:
+    def __init__(self, settings: Settings, services: ServiceFactory = build_services) -> None:
         self.settings = settings
         self.room = Room(settings, services)
         self.api: ApiServer | None = None

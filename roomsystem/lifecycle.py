@@ -195,7 +195,8 @@ class Supervisor:
             self._update(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
             self._retry_now.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_now.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._retry_now.wait()
 
     async def _start_service(self) -> None:
         for phase in SETUP_PHASES:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +16,7 @@ from roomsystem.bus import StateBus
 from roomsystem.calendar.state import CalendarState
 from roomsystem.commands import Arguments, Command, CommandError
 from roomsystem.config import Settings
+from roomsystem.devices.service import DevicesService
 from roomsystem.devices.state import DevicesState
 from roomsystem.lifecycle import (
     SETUP_PHASES,
@@ -56,25 +57,28 @@ class RetryResult(BaseModel):
     state: str
 
 
-def build_services(settings: Settings) -> list[Service]:
+ServiceFactory = Callable[[Settings, StateBus], Sequence[Service]]
+
+
+def build_services(settings: Settings, bus: StateBus) -> list[Service]:
     """The services this configuration asks for."""
-    # The device, calendar, meeting and sharing services join here as they are built.
-    return []
+    return [DevicesService(settings.devices, settings.lifecycle, bus)]
 
 
 class Room:
     """One meeting room: its state bus, its services and their lifecycle."""
 
-    def __init__(self, settings: Settings, services: Sequence[Service] | None = None) -> None:
+    def __init__(self, settings: Settings, services: ServiceFactory = build_services) -> None:
         self.settings = settings
         self.state_dir = StateDir(settings.state_dir)
-        self.services = list(build_services(settings) if services is None else services)
+        self.bus = StateBus(self._initial_state())
+        self.services = list(services(settings, self.bus))
         names = [s.name for s in self.services]
         if len(set(names)) != len(names):
             raise ValueError(f"service names must be unique: {names}")
+        self.bus.publish("lifecycle", LifecycleState(services=initial_statuses(self.services)))
         self.gate = PhaseGate()
         self.ready = asyncio.Event()
-        self.bus = StateBus(self._initial_state())
         lifecycle = settings.lifecycle
         self._supervisors = {
             s.name: Supervisor(
@@ -101,7 +105,7 @@ class Room:
                 version=__version__,
                 started_at=datetime.now(UTC),
             ),
-            "lifecycle": LifecycleState(services=initial_statuses(self.services)),
+            "lifecycle": LifecycleState(),
             "devices": DevicesState(),
             "meeting": MeetingState(
                 policy=MeetingPolicy(

@@ -13,6 +13,7 @@ import pytest
 from roomsystem.config import LifecycleSettings, Settings
 from roomsystem.daemon import Daemon
 from roomsystem.lifecycle import Service
+from roomsystem.room import ServiceFactory
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +44,11 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+def only(*services: Service) -> ServiceFactory:
+    """A service factory for a room that runs just ``services``."""
+    return lambda settings, bus: list(services)
+
+
 @pytest.fixture
 def services() -> list[Service]:
     """The services a test's daemon runs; override in a test module to add some."""
@@ -52,7 +58,7 @@ def services() -> list[Service]:
 @pytest.fixture
 async def daemon(settings: Settings, services: list[Service]) -> AsyncIterator[Daemon]:
     """A started daemon; on teardown it stops and no task of it may remain."""
-    running = Daemon(settings, services)
+    running = Daemon(settings, only(*services))
     await running.start()
     try:
         yield running

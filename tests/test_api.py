@@ -11,6 +11,7 @@ from aiohttp import WSMsgType
 from roomsystem.config import Settings
 from roomsystem.daemon import Daemon
 from roomsystem.sharing.state import SharingState
+from tests.conftest import only
 
 TOPICS = {"room", "lifecycle", "devices", "meeting", "sharing", "calendar"}
 
@@ -107,7 +108,7 @@ async def test_a_reader_that_falls_behind_gets_the_latest_value_and_a_skip_count
 
 
 async def test_stopping_the_room_closes_event_streams(settings: Settings) -> None:
-    running = Daemon(settings, [])
+    running = Daemon(settings, only())
     await running.start()
     headers = {"Authorization": f"Bearer {running.room.api_token}"}
     async with aiohttp.ClientSession(running.url, headers=headers) as session:

@@ -40,7 +40,7 @@ class ThreadedDaemon:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        daemon = Daemon(self.settings)
+        daemon = Daemon(self.settings, lambda settings, bus: [])
         await daemon.start()
         self.url, self.token = daemon.url, daemon.room.api_token
         self.started.set()

@@ -11,6 +11,7 @@ from roomsystem.config import Settings
 from roomsystem.daemon import Daemon
 from roomsystem.errors import DeviceError, ErrorKind
 from roomsystem.lifecycle import Backoff, LifecycleState, Phase, Service, ServiceState
+from tests.conftest import only
 from tests.util import until_lifecycle
 
 
@@ -130,7 +131,7 @@ async def test_a_service_that_crashes_while_running_is_restarted(daemon: Daemon)
 
 async def test_stop_closes_every_service(settings: Settings) -> None:
     recorder = Recorder()
-    running = Daemon(settings, [recorder, HangsInConnect()])
+    running = Daemon(settings, only(recorder, HangsInConnect()))
     await running.start()
     await until_lifecycle(running.room.bus, lambda s: s.services[1].phase is Phase.CONNECT)
     await running.stop()
@@ -144,7 +145,7 @@ async def test_a_service_that_hangs_in_setup_times_out_and_does_not_block_ready(
     settings = settings.model_copy(
         update={"lifecycle": settings.lifecycle.model_copy(update={"setup_timeout_s": 0.2})}
     )
-    running = Daemon(settings, [HangsInConnect()])
+    running = Daemon(settings, only(HangsInConnect()))
     await running.start()
     try:
         await asyncio.wait_for(running.room.ready.wait(), 5)
@@ -165,7 +166,7 @@ async def test_retry_command_cuts_the_backoff_short(settings: Settings) -> None:
         }
     )
     camera = FailsInDiscover(failures=1)
-    running = Daemon(settings, [camera])
+    running = Daemon(settings, only(camera))
     await running.start()
     headers = {"Authorization": f"Bearer {running.room.api_token}"}
     try:

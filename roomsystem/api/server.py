@@ -168,9 +168,10 @@ class ApiServer:
 
     async def _command(self, request: web.Request) -> web.Response:
         command = self._commands[request.path]
-        data = await self._json_body(request)
+        body = await self._json_body(request)
         try:
-            arguments = command.arguments.model_validate(data)
+            # JSON-mode validation: strict about types, but "up" may name an enum member.
+            arguments = command.arguments.model_validate_json(body)
         except ValidationError as exc:
             problems = [
                 {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
@@ -183,10 +184,11 @@ class ApiServer:
             return error_response(exc.status, exc.message)
         return web.json_response(result.model_dump(mode="json"))
 
-    async def _json_body(self, request: web.Request) -> dict[str, Any]:
+    async def _json_body(self, request: web.Request) -> bytes:
+        """The body if it is one JSON object (an empty body is ``{}``)."""
         body = await request.read()
         if not body.strip():
-            return {}
+            return b"{}"
         if request.content_type not in ("application/json", "application/octet-stream"):
             raise web.HTTPUnsupportedMediaType(text="the body must be application/json")
         try:
@@ -195,7 +197,7 @@ class ApiServer:
             raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise web.HTTPBadRequest(text="the body must be a JSON object")
-        return data
+        return body
 
     async def _events(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)

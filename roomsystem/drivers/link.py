@@ -78,5 +78,6 @@ class StreamLink:
 
     async def close(self) -> None:
         self._writer.close()
-        with contextlib.suppress(OSError, serial.SerialException):
-            await self._writer.wait_closed()
+        # A serial transport may never report closed if the line is stuck; do not hang on it.
+        with contextlib.suppress(OSError, serial.SerialException, TimeoutError):
+            await asyncio.wait_for(self._writer.wait_closed(), 0.5)

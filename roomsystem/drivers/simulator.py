@@ -14,7 +14,8 @@ import logging
 import os
 import pty
 import tty
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, cast
 
 logger = logging.getLogger(__name__)
 
@@ -63,20 +64,35 @@ class PtyServer:
     """The device on the master side of a pseudo-terminal; clients open `path` as a serial port.
 
     A real serial cable stays open when nobody listens; so does this: the master keeps
-    reading while no client has the slave open.
+    reading while no client has the slave open. A pty moves bytes instantly; with
+    ``baudrate`` set, each direction is paced like a real line (10 bits a byte, one byte
+    after the other), so timing measured through it includes the wire time. ``link`` is a
+    stable path (a symlink to the pty) that survives restarting the simulator.
     """
 
-    def __init__(self, device: SimulatedDevice) -> None:
+    def __init__(
+        self, device: SimulatedDevice, baudrate: int | None = None, link: Path | None = None
+    ) -> None:
         self._device = device
         self._master, self._slave = pty.openpty()
         tty.setraw(self._slave)
         tty.setraw(self._master)
         os.set_blocking(self._master, False)
-        self.path = os.ttyname(self._slave)
+        self.pty_path = os.ttyname(self._slave)
+        self.path = str(link) if link else self.pty_path
+        self._link = link
+        self._byte_time = 10 / baudrate if baudrate else 0.0
+        self._line_free = {"in": 0.0, "out": 0.0}
         self._session = device.session()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        if self._link is not None:
+            tmp = self._link.with_name(f".{self._link.name}.tmp")
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tmp.symlink_to(self.pty_path)
+            tmp.replace(self._link)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._master, self._on_readable)
         self._write(self._session.connected())
@@ -88,7 +104,23 @@ class PtyServer:
             return
         except OSError:
             return  # EIO while the slave side is closed; the next open brings data again
-        self._write(self._session.receive(data))
+        if not self._byte_time:
+            self._write(self._session.receive(data))
+            return
+        assert self._loop is not None
+        self._loop.call_at(self._on_the_wire("in", len(data)), self._received, data)
+
+    def _received(self, data: bytes) -> None:
+        reply = self._session.receive(data)
+        if reply and self._loop is not None:
+            self._loop.call_at(self._on_the_wire("out", len(reply)), self._write, reply)
+
+    def _on_the_wire(self, direction: str, size: int) -> float:
+        """When ``size`` bytes sent now in ``direction`` have fully crossed the line."""
+        assert self._loop is not None
+        start = max(self._loop.time(), self._line_free[direction])
+        self._line_free[direction] = start + size * self._byte_time
+        return self._line_free[direction]
 
     def _write(self, data: bytes) -> None:
         while data:
@@ -105,6 +137,10 @@ class PtyServer:
         if self._loop is not None:
             self._loop.remove_reader(self._master)
             self._loop = None
+        # Leave the link alone if a restarted simulator has taken it over.
+        ours = self._link is not None and self._link.is_symlink()
+        if self._link is not None and ours and os.readlink(self._link) == self.pty_path:
+            self._link.unlink()
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -118,8 +154,8 @@ class _DatagramSession(asyncio.DatagramProtocol):
         self._sessions: dict[tuple[str, int], Session] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # Python 3.11's datagram transport does not derive from DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         session = self._sessions.get(addr)
