@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roomsystem.drivers.camera import CameraControl
+from roomsystem.drivers.cec import CecDisplay
 from roomsystem.drivers.display import DisplayControl
 from roomsystem.drivers.errors import DriverError, LinkClosed
 from roomsystem.drivers.lg import LgDisplay
@@ -14,6 +15,7 @@ from roomsystem.drivers.link import StreamLink
 from roomsystem.drivers.mdc import MdcDisplay
 from roomsystem.drivers.nec import NecDisplay
 from roomsystem.drivers.pjlink import PjlinkDisplay
+from roomsystem.drivers.uvc import UvcCamera
 from roomsystem.drivers.visca import VISCA_IP_PORT, ViscaCamera, ViscaIpCamera
 
 # Protocols with nothing to control: the device is there or it is not.
@@ -88,6 +90,17 @@ async def _visca_ip(connection: Connection) -> CameraControl:
     return await ViscaIpCamera.connect(connection.host, connection.port or VISCA_IP_PORT)
 
 
+async def _uvc(connection: Connection) -> CameraControl:
+    if not connection.video:
+        raise LinkClosed("UVC camera without a /dev/video node")
+    return await UvcCamera.open(connection.video)
+
+
+async def _cec(connection: Connection) -> DisplayControl:
+    # The adapter (e.g. /dev/ttyACM0 for a Pulse-Eight) comes as the serial port; none: autodetect.
+    return await CecDisplay.open(connection.serial)
+
+
 async def _mdc(connection: Connection) -> DisplayControl:
     link = await connection.open_link()
     return MdcDisplay(link, display_id=_address(connection, 1), timeout=connection.timeout_s)
@@ -116,6 +129,8 @@ async def _pjlink(connection: Connection) -> DisplayControl:
 _OPENERS: dict[str, Callable[[Connection], Awaitable[CameraControl | DisplayControl]]] = {
     "visca": _visca,
     "visca-ip": _visca_ip,
+    "uvc": _uvc,
+    "cec": _cec,
     "mdc": _mdc,
     "nec": _nec,
     "lg": _lg,
