@@ -7,6 +7,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -49,7 +50,7 @@ async def demo_room(settings: Settings) -> AsyncIterator[tuple[Daemon, DemoDevic
             await daemon.stop()
 
 
-async def post(daemon: Daemon, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+async def post(daemon: Daemon, path: str, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {daemon.room.api_token}"}
     async with aiohttp.ClientSession(daemon.url, headers=headers) as session:
         async with session.post(f"/api/v1/{path}", json=body) as response:
