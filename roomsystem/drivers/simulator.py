@@ -14,6 +14,7 @@ import logging
 import os
 import pty
 import tty
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -149,8 +150,9 @@ class PtyServer:
 class _DatagramSession(asyncio.DatagramProtocol):
     """UDP: one session per peer address, as a device keeps per-controller state."""
 
-    def __init__(self, device: SimulatedDevice) -> None:
+    def __init__(self, device: SimulatedDevice, split: Callable[[bytes], Iterable[bytes]]) -> None:
         self._device = device
+        self._split = split
         self._sessions: dict[tuple[str, int], Session] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -162,14 +164,20 @@ class _DatagramSession(asyncio.DatagramProtocol):
         if session is None:
             session = self._sessions[addr] = self._device.session()
         reply = session.receive(data)
-        if reply:
-            self._transport.sendto(reply, addr)
+        for datagram in self._split(reply) if reply else ():
+            self._transport.sendto(datagram, addr)
 
 
-async def serve_udp(device: SimulatedDevice, host: str, port: int) -> asyncio.DatagramTransport:
-    """Answer datagrams on ``host:port``; each reply datagram is what `Session.receive` returns."""
+async def serve_udp(
+    device: SimulatedDevice,
+    host: str,
+    port: int,
+    split: Callable[[bytes], Iterable[bytes]] = lambda reply: (reply,),
+) -> asyncio.DatagramTransport:
+    """Answer datagrams on ``host:port``; ``split`` cuts what `Session.receive` returns
+    into datagrams (by default all of it in one)."""
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: _DatagramSession(device), local_addr=(host, port)
+        lambda: _DatagramSession(device, split), local_addr=(host, port)
     )
     return transport

@@ -26,10 +26,9 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import cast
 
 from roomsystem.drivers.errors import FrameError
-from roomsystem.drivers.simulator import Session, SimulatedDevice
+from roomsystem.drivers.simulator import Session, SimulatedDevice, serve_udp
 from roomsystem.drivers.visca import (
     BROADCAST,
     CONTROL_ACK,
@@ -365,32 +364,12 @@ class ViscaIpSession:
         return bytes(ViscaIpMessage(PayloadType.CONTROL_COMMAND, sequence, payload))
 
 
-class _PerMessageDatagrams(asyncio.DatagramProtocol):
-    """Like `serve_udp`, but each VISCA-over-IP reply message goes in its own datagram."""
-
-    def __init__(self, device: SimulatedDevice) -> None:
-        self._device = device
-        self._sessions: dict[tuple[str, int], Session] = {}
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Python 3.11's selector datagram transport does not subclass DatagramTransport.
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        session = self._sessions.get(addr)
-        if session is None:
-            session = self._sessions[addr] = self._device.session()
-        reply = session.receive(data)
-        if reply:
-            for message in ViscaIpMessage.split(reply):
-                self._transport.sendto(bytes(message), addr)
-
-
 async def serve_visca_ip(camera: ViscaSimulator, host: str, port: int) -> asyncio.DatagramTransport:
     """Serve ``camera`` over VISCA over IP on ``host:port`` (0 picks a port), every reply
     message in a datagram of its own, as Sony cameras send ACK and completion."""
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _PerMessageDatagrams(camera.over_ip()), local_addr=(host, port)
+    return await serve_udp(
+        camera.over_ip(),
+        host,
+        port,
+        split=lambda reply: [bytes(message) for message in ViscaIpMessage.split(reply)],
     )
-    return transport
