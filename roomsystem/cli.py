@@ -310,11 +310,10 @@ def format_devices(devices: dict[str, Any]) -> str:
     lines = [] if devices["devices"] else ["no devices"]
     for device in devices["devices"]:
         certified = "certified" if device["certified"] else "generic"
-        health = "online" if device["online"] else f"OFFLINE: {device['error'] or 'not connected'}"
         lines.append(f"{device['id']}  {device['kind']}  {device['name']}")
         lines.append(f"    profile     {device['profile']} ({certified})")
         lines.append(f"    connection  {device['connection']}")
-        lines.append(f"    state       {health}{_device_state(device)}")
+        lines.append(f"    state       {_health(device)}{_device_state(device)}")
     lines += [f"profile error: {line}" for line in devices["profile_errors"]]
     return "\n".join(lines)
 
@@ -328,9 +327,12 @@ def _device_state(device: dict[str, Any]) -> str:
     return f", {', '.join(shown)}" if shown and device["online"] else ""
 
 
+def _health(device: dict[str, Any]) -> str:
+    return "online" if device["online"] else f"OFFLINE: {device['error'] or 'not connected'}"
+
+
 def _device_line(device: dict[str, Any]) -> str:
-    health = "online" if device["online"] else f"OFFLINE: {device['error'] or 'no answer'}"
-    return f"\n                {device['kind']} {device['name']}: {health}"
+    return f"\n                {device['kind']} {device['name']}: {_health(device)}"
 
 
 def _since(timestamp: str | None) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -156,7 +155,3 @@ def read_endpoint(state_dir: StateDir) -> Endpoint | None:
         return Endpoint.model_validate_json(path.read_bytes())
     except (OSError, ValidationError):
         return None
-
-
-def dumps(data: object) -> bytes:
-    return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
