@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # python3-dev and gcc build evdev, which ships as source; cec-utils is libCEC's cec-client,
-# which drives HDMI-CEC displays (and which the tests run).
-APT_PACKAGES=(python3 python3-venv python3-dev gcc linux-libc-dev cec-utils)
+# which drives HDMI-CEC displays (and which the tests run). chromium is the browser the
+# meeting and sharing tests join with.
+APT_PACKAGES=(python3 python3-venv python3-dev gcc linux-libc-dev cec-utils chromium)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
