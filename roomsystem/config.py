@@ -138,6 +138,7 @@ class DevicesSettings(_Section):
 
     profiles_dir: AbsolutePath | None = None
     discover_usb: bool = True
+    discover_cec: bool = True
     poll_s: Annotated[float, Field(ge=0.2, le=300)] = 5.0
     rediscover_s: Annotated[float, Field(ge=0.5, le=60)] = 2.0
     display_standby_after_min: Annotated[int, Field(ge=0, le=1440)] = 10

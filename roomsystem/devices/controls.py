@@ -35,6 +35,8 @@ class Connection:
     address: int | None = None
     timeout_s: float = 1.0
     password_file: Path | None = None
+    # Input event nodes of the device (a speakerphone's buttons), read by `ButtonWatcher`.
+    inputs: tuple[str, ...] = ()
 
     @property
     def controllable(self) -> bool:
@@ -44,7 +46,8 @@ class Connection:
         if self.host:
             return f"{self.protocol} {self.host}:{self.port}"
         if self.serial:
-            return f"{self.protocol} {self.serial} @{self.baudrate or 9600}"
+            speed = f" @{self.baudrate}" if self.baudrate else ""
+            return f"{self.protocol} {self.serial}{speed}"
         if self.video:
             return f"{self.protocol} {self.video}"
         return self.protocol

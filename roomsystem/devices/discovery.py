@@ -1,4 +1,5 @@
-"""Find the room's USB devices in sysfs: cameras, speakerphones, serial adapters, buttons.
+"""Find the room's devices in sysfs: USB cameras, speakerphones, serial adapters, buttons,
+and the kernel's HDMI-CEC adapters.
 
 Each USB device (``/sys/bus/usb/devices/1-1.2``) is reported once with the nodes its
 interfaces created: ``/dev/videoN`` (video4linux), an ALSA card, ``/dev/input/eventN`` and
@@ -116,3 +117,29 @@ def _capture_nodes(sysfs: Path, video: list[str]) -> list[str]:
         if _read(sysfs / "class" / "video4linux" / os.path.basename(v) / "index") in ("0", "")
     ]
     return capture or video
+
+
+@dataclass(frozen=True, slots=True)
+class CecAdapter:
+    """An HDMI-CEC adapter of the kernel's CEC framework (``/dev/cecN``).
+
+    ``port`` is how libCEC's ``cec-client`` names it: libCEC drives the framework's first
+    adapter through the port "Linux" and has no name for the others. USB adapters with their
+    own protocol (Pulse-Eight) are serial ports instead, found by their USB id.
+    """
+
+    name: str
+    node: str
+    port: str | None
+
+
+def scan_cec(sysfs: Path = Path("/sys")) -> list[CecAdapter]:
+    """The kernel's CEC adapters, sorted by name."""
+    adapters = sysfs / "class" / "cec"
+    if not adapters.is_dir():
+        return []
+    return [
+        CecAdapter(entry.name, f"/dev/{entry.name}", "Linux" if entry.name == "cec0" else None)
+        for entry in sorted(adapters.iterdir())
+        if entry.name.startswith("cec")
+    ]

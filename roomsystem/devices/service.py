@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,13 +23,21 @@ from pydantic import Field
 from roomsystem.bus import StateBus
 from roomsystem.commands import Arguments, Command, CommandError
 from roomsystem.config import AddedDevice, DevicesSettings, LifecycleSettings
+from roomsystem.devices.buttons import ButtonWatcher, InputOpener, open_input_device
 from roomsystem.devices.controls import Connection, open_control
 from roomsystem.devices.coordinator import Coordinator, DeviceOffline
-from roomsystem.devices.discovery import UsbDevice, scan_usb
+from roomsystem.devices.discovery import CecAdapter, UsbDevice, scan_cec, scan_usb
 from roomsystem.devices.profiles import Candidate, Profile, ProfileSet, load_profiles
-from roomsystem.devices.state import DeviceKind, DevicesState, DeviceStatus
+from roomsystem.devices.state import (
+    ButtonEvent,
+    DeviceKind,
+    DevicesState,
+    DeviceStatus,
+    RoomAudio,
+)
 from roomsystem.drivers.camera import Direction
 from roomsystem.drivers.errors import DeviceRejected, DriverError
+from roomsystem.drivers.hid import ButtonPress
 from roomsystem.errors import ConfigError
 from roomsystem.lifecycle import Backoff, Phase, Service
 from roomsystem.meeting.state import MeetingState
@@ -38,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "firmware_profiles"
 FIRST_CONTACT_S = 3.0
+VOLUME_STEP = 5
 
 
 class _DeviceArgs(Arguments):
@@ -85,6 +95,14 @@ class ReconnectArgs(Arguments):
     device: str
 
 
+class MicMuteArgs(Arguments):
+    on: bool | None = Field(default=None, description="true or false; omitted: toggle")
+
+
+class RoomVolumeArgs(Arguments):
+    level: int = Field(ge=0, le=100)
+
+
 class DevicesService(Service):
     """Owns every device coordinator and publishes the ``devices`` topic."""
 
@@ -96,6 +114,7 @@ class DevicesService(Service):
         lifecycle: LifecycleSettings,
         bus: StateBus,
         sysfs: Path = Path("/sys"),
+        open_input: InputOpener = open_input_device,
     ) -> None:
         self.settings = settings
         self._lifecycle = lifecycle
@@ -103,6 +122,8 @@ class DevicesService(Service):
         self._sysfs = sysfs
         self.profiles = ProfileSet.empty()
         self.coordinators: dict[str, Coordinator] = {}
+        self.audio = RoomAudio()
+        self._buttons = ButtonWatcher(self._button_pressed, settings.rediscover_s, open_input)
 
     # -- phases
 
@@ -141,6 +162,7 @@ class DevicesService(Service):
             tasks.create_task(self._follow_the_room(), name="devices:automation")
 
     async def close(self) -> None:
+        await self._buttons.close()
         coordinators, self.coordinators = list(self.coordinators.values()), {}
         await asyncio.gather(*(c.close() for c in coordinators))
 
@@ -156,6 +178,7 @@ class DevicesService(Service):
         for gone in set(self.coordinators) - set(wanted):
             coordinator = self.coordinators.pop(gone)
             logger.info("%s was unplugged", coordinator.status.name)
+            await self._buttons.forget(gone)
             await coordinator.close()
         for device_id, (status, connection) in wanted.items():
             if device_id in self.coordinators:
@@ -163,6 +186,9 @@ class DevicesService(Service):
             logger.info("found %s (%s)", status.name, status.connection)
             coordinator = self._coordinator(status, connection)
             self.coordinators[device_id] = coordinator
+            profile = self.profiles.get(status.profile)
+            if profile is not None:
+                self._buttons.watch(device_id, connection.inputs, profile.buttons)
             if start:
                 coordinator.start()
         self._publish()
@@ -171,6 +197,8 @@ class DevicesService(Service):
         found = [self._added(device) for device in self.settings.add]
         if self.settings.discover_usb:
             found += [entry for usb in scan_usb(self._sysfs) if (entry := self._usb(usb))]
+        if self.settings.discover_cec:
+            found += [self._cec(adapter) for adapter in scan_cec(self._sysfs)]
         return [entry for entry in found if entry is not None]
 
     def _added(self, device: AddedDevice) -> tuple[DeviceStatus, Connection] | None:
@@ -206,9 +234,30 @@ class DevicesService(Service):
             baudrate=control.baudrate,
             address=control.address,
             timeout_s=control.timeout_s,
+            inputs=usb.inputs,
         )
         name = usb.product or f"{profile.device.vendor} {profile.device.model}"
         return self._status(f"usb-{usb.sysfs_name}", name, profile, connection), connection
+
+    def _cec(self, adapter: CecAdapter) -> tuple[DeviceStatus, Connection] | None:
+        """The display behind a kernel CEC adapter, driven with the generic CEC profile."""
+        profile = next(
+            (
+                p
+                for p in self.profiles.profiles
+                if p.generic and p.device.kind == "display" and p.control.protocol == "cec"
+            ),
+            None,
+        )
+        if profile is None or adapter.port is None:
+            if adapter.port is None:
+                logger.debug("%s: libCEC drives only the first kernel adapter", adapter.node)
+            return None
+        connection = Connection(
+            protocol="cec", serial=adapter.port, timeout_s=profile.control.timeout_s
+        )
+        name = f"Display on {adapter.node}"
+        return self._status(f"cec-{adapter.name}", name, profile, connection), connection
 
     def _status(
         self, device_id: str, name: str, profile: Profile, connection: Connection
@@ -244,8 +293,38 @@ class DevicesService(Service):
     def _publish(self) -> None:
         devices = tuple(sorted((c.status for c in self.coordinators.values()), key=lambda s: s.id))
         self._bus.publish(
-            "devices", DevicesState(devices=devices, profile_errors=tuple(self.profiles.errors))
+            "devices",
+            DevicesState(
+                devices=devices, profile_errors=tuple(self.profiles.errors), audio=self.audio
+            ),
         )
+
+    # -- the room's microphone and speaker
+
+    def _button_pressed(self, device_id: str, press: ButtonPress) -> None:
+        if not press.pressed:
+            return
+        audio = self.audio
+        if press.action == "mute" and not press.repeat:
+            audio = audio.model_copy(update={"mic_muted": not audio.mic_muted})
+        elif press.action in ("volume_up", "volume_down"):
+            step = VOLUME_STEP if press.action == "volume_up" else -VOLUME_STEP
+            audio = audio.model_copy(update={"volume": min(100, max(0, audio.volume + step))})
+        event = ButtonEvent(device=device_id, action=press.action, at=datetime.now(UTC))
+        self._set_audio(audio.model_copy(update={"last_button": event}))
+
+    def _set_audio(self, audio: RoomAudio) -> None:
+        self.audio = audio
+        self._publish()
+
+    async def _mic_mute(self, args: MicMuteArgs) -> RoomAudio:
+        muted = not self.audio.mic_muted if args.on is None else args.on
+        self._set_audio(self.audio.model_copy(update={"mic_muted": muted}))
+        return self.audio
+
+    async def _room_volume(self, args: RoomVolumeArgs) -> RoomAudio:
+        self._set_audio(self.audio.model_copy(update={"volume": args.level}))
+        return self.audio
 
     # -- room behaviour
 
@@ -337,6 +416,20 @@ class DevicesService(Service):
                 "display/volume", "Set the display's volume (0-100).", VolumeArgs, self._volume
             ),
             command("display/mute", "Mute or unmute the display.", MuteArgs, self._mute),
+            Command(
+                "devices/audio/mute",
+                "Mute or unmute the room's microphone (no value: toggle).",
+                MicMuteArgs,
+                RoomAudio,
+                self._mic_mute,
+            ),
+            Command(
+                "devices/audio/volume",
+                "Set the room's speaker volume (0-100).",
+                RoomVolumeArgs,
+                RoomAudio,
+                self._room_volume,
+            ),
             command(
                 "reconnect",
                 "Reconnect a device now instead of after its backoff.",

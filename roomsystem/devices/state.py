@@ -42,8 +42,29 @@ class DeviceStatus(BaseModel):
     presets: int = 0
 
 
+class ButtonEvent(BaseModel):
+    """A speakerphone button someone pressed, as its profile names it (mute, hook, ...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device: str
+    action: str
+    at: datetime
+
+
+class RoomAudio(BaseModel):
+    """The room's microphone and speaker, as the panel and the speakerphone's buttons set them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mic_muted: bool = False
+    volume: int = 50
+    last_button: ButtonEvent | None = None
+
+
 class DevicesState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     devices: tuple[DeviceStatus, ...] = ()
     profile_errors: tuple[str, ...] = ()
+    audio: RoomAudio = RoomAudio()

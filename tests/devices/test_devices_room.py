@@ -33,7 +33,7 @@ async def until_devices(daemon: Daemon, predicate, timeout: float = 8.0) -> Devi
 
 def with_devices(settings: Settings, added: tuple[AddedDevice, ...]) -> Settings:
     devices = settings.devices.model_copy(
-        update={"add": added, "poll_s": 0.5, "discover_usb": False}
+        update={"add": added, "poll_s": 0.5, "discover_usb": False, "discover_cec": False}
     )
     return settings.model_copy(update={"devices": devices})
 

@@ -102,14 +102,15 @@ def test_each_profile_sits_in_the_folder_of_its_kind(shipped: ProfileSet) -> Non
 
 def test_every_shipped_usb_id_is_sourced(shipped: ProfileSet) -> None:
     # Each file names where its identifiers come from; a usb id needs a source that is a
-    # database, a quirk table or a published lsusb, never a guess.
+    # database, a quirk table, the device table of the driver that drives it, or a published
+    # lsusb, never a guess.
     for profile in shipped:
         assert profile.device.sources
         if profile.match.usb:
             text = " ".join(profile.device.sources).lower()
-            assert any(word in text for word in ("usb.ids", "fwupd", "lsusb", "linux-media")), (
-                profile.name
-            )
+            assert any(
+                word in text for word in ("usb.ids", "fwupd", "lsusb", "linux-media", "libcec")
+            ), profile.name
 
 
 def test_shipped_profiles_are_found_by_what_discovery_sees(shipped: ProfileSet) -> None:
