@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from roomsystem.drivers.errors import FrameError
 from roomsystem.drivers.lg import (
     ALL_SETS,
     INPUT_CODES,
@@ -32,7 +31,7 @@ from roomsystem.drivers.lg import (
     LgCommandDecoder,
     LgReply,
 )
-from roomsystem.drivers.simulator import Session
+from roomsystem.drivers.simulator import Session, answer_each
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +128,9 @@ class _LgSession:
 
     def receive(self, data: bytes) -> bytes:
         self._decoder.feed(data)
-        replies = bytearray()
-        while True:  # each FrameError consumes at least one byte, so this ends
-            try:
-                for command in self._decoder:
-                    reply = self._device.handle(command)
-                    if reply is not None:
-                        replies += bytes(reply)
-            except FrameError as exc:
-                # Line noise, or the LF of a controller that ends lines with CR LF.
-                logger.debug("LG simulator ignored bytes: %s", exc)
-                continue
-            return bytes(replies)
+        # Ignored: line noise, or the LF of a controller that ends lines with CR LF.
+        return answer_each(
+            lambda: next(iter(self._decoder), None),
+            lambda command: bytes(self._device.handle(command) or b""),
+            lambda exc: logger.debug("LG simulator ignored bytes: %s", exc),
+        )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Container
 
-from roomsystem.drivers.errors import FrameError
 from roomsystem.drivers.mdc import (
     BROADCAST_ID,
     INPUT_SOURCES,
@@ -34,6 +33,7 @@ from roomsystem.drivers.mdc import (
     MdcStreamDecoder,
     Power,
 )
+from roomsystem.drivers.simulator import answer_each
 
 logger = logging.getLogger(__name__)
 
@@ -186,15 +186,10 @@ class MdcSession:
 
     def receive(self, data: bytes) -> bytes:
         self._decoder.feed(data)
-        out = bytearray()
-        while True:
-            try:
-                frame = self._decoder.next_frame()
-            except FrameError as exc:
-                logger.debug("display %d dropped a frame: %s", self._display.display_id, exc)
-                continue
-            if frame is None:
-                return bytes(out)
-            reply = self._display.handle(frame)
-            if reply is not None:
-                out += bytes(reply)
+        return answer_each(
+            self._decoder.next_frame,
+            lambda frame: bytes(self._display.handle(frame) or b""),
+            lambda exc: logger.debug(
+                "display %d dropped a frame: %s", self._display.display_id, exc
+            ),
+        )

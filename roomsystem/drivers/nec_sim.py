@@ -40,7 +40,7 @@ from roomsystem.drivers.nec import (
     SetParameter,
     monitor_address,
 )
-from roomsystem.drivers.simulator import Session
+from roomsystem.drivers.simulator import Session, answer_each
 
 logger = logging.getLogger(__name__)
 
@@ -159,15 +159,8 @@ class _NecSession:
 
     def receive(self, data: bytes) -> bytes:
         self._decoder.feed(data)
-        replies = bytearray()
-        while True:  # each FrameError consumes at least one byte, so this ends
-            try:
-                for packet in self._decoder:
-                    reply = self._device.handle(packet)
-                    if reply is not None:
-                        replies += bytes(reply)
-            except FrameError as exc:
-                # The monitor ignores what it cannot read; the controller times out.
-                logger.debug("NEC simulator ignored bytes: %s", exc)
-                continue
-            return bytes(replies)
+        return answer_each(
+            lambda: next(iter(self._decoder), None),
+            lambda packet: bytes(self._device.handle(packet) or b""),
+            lambda exc: logger.debug("NEC simulator ignored bytes: %s", exc),
+        )

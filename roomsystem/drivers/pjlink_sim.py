@@ -40,6 +40,7 @@ from roomsystem.drivers.pjlink import (
     PowerState,
     Response,
 )
+from roomsystem.drivers.simulator import answer_each
 
 logger = logging.getLogger(__name__)
 
@@ -337,16 +338,11 @@ class PjlinkSession:
 
     def receive(self, data: bytes) -> bytes:
         self._decoder.feed(data)
-        replies = bytearray()
-        while True:  # every pass consumes a line (or an overlong one) from the buffer
-            try:
-                line = self._decoder.next_line()
-            except FrameError as exc:
-                logger.debug("PJLink simulator: ignoring %s", exc)
-                continue
-            if line is None:
-                return bytes(replies)
-            replies += self._answer(line)
+        return answer_each(
+            self._decoder.next_line,
+            self._answer,
+            lambda exc: logger.debug("PJLink simulator: ignoring %s", exc),
+        )
 
     def _answer(self, line: bytes) -> bytes:
         if self._rejected:

@@ -17,7 +17,9 @@ import time
 import tty
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
+
+from roomsystem.drivers.errors import FrameError
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,32 @@ class Session(Protocol):
 
 class SimulatedDevice(Protocol):
     def session(self) -> Session: ...
+
+
+FrameT = TypeVar("FrameT")
+
+
+def answer_each(
+    next_frame: Callable[[], FrameT | None],
+    answer: Callable[[FrameT], bytes],
+    ignore: Callable[[FrameError], None],
+) -> bytes:
+    """The device's answers to every complete frame buffered so far, in order.
+
+    A frame the device cannot read goes to ``ignore`` and gets no answer, as on a real
+    device: the controller times out. ``next_frame`` returns None when it needs more bytes;
+    each FrameError it raises consumes bytes, so this ends.
+    """
+    out = bytearray()
+    while True:
+        try:
+            frame = next_frame()
+        except FrameError as exc:
+            ignore(exc)
+            continue
+        if frame is None:
+            return bytes(out)
+        out += answer(frame)
 
 
 class _StreamSession(asyncio.Protocol):

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from roomsystem.drivers.errors import FrameError
-from roomsystem.drivers.simulator import Session, SimulatedDevice, serve_udp
+from roomsystem.drivers.simulator import Session, SimulatedDevice, answer_each, serve_udp
 from roomsystem.drivers.visca import (
     BROADCAST,
     CONTROL_ACK,
@@ -257,17 +257,11 @@ class ViscaSession:
 
     def receive(self, data: bytes) -> bytes:
         self._decoder.feed(data)
-        out = bytearray()
-        while True:  # ends: each turn consumes bytes or stops at None
-            try:
-                packet = self._decoder.next_packet()
-            except FrameError as exc:
-                logger.debug("VISCA camera %d: %s", self._camera.address, exc)
-                continue
-            if packet is None:
-                return bytes(out)
-            for reply in self._replies(packet):
-                out += bytes(reply)
+        return answer_each(
+            self._decoder.next_packet,
+            lambda packet: b"".join(bytes(reply) for reply in self._replies(packet)),
+            lambda exc: logger.debug("VISCA camera %d: %s", self._camera.address, exc),
+        )
 
     def _replies(self, packet: ViscaPacket) -> list[ViscaMessage]:
         camera = self._camera
