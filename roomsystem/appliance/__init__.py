@@ -1,0 +1,1 @@
+"""Running the room as an appliance: systemd, device permissions, alerts, metrics, support."""
