@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 # python3-dev and gcc build evdev, which ships as source; cec-utils is libCEC's cec-client,
 # which drives HDMI-CEC displays (and which the tests run). chromium is the browser the
 # meeting and sharing tests join with; xvfb, xdotool and libmtdev1 run the Kivy panel and
-# display without a screen; cage is the kiosk compositor the panel and display units start.
+# display without a screen; cage is the kiosk compositor the panel and display units start;
+# avahi is the other mDNS implementation the sharing tests check the room against.
 APT_PACKAGES=(
     python3 python3-venv python3-dev gcc linux-libc-dev cec-utils chromium
-    xvfb xdotool libmtdev1 cage
+    xvfb xdotool libmtdev1 cage avahi-daemon avahi-utils dbus iproute2
 )
 
 missing=()

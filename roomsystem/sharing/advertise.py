@@ -1,0 +1,229 @@
+"""Announcing the room on the local network over mDNS / DNS-SD, so laptops can find it.
+
+The room is a ``_roomshare._tcp.local.`` service named after the room. Its TXT record says
+which protocol version it speaks, the HTTPS port and path of the share endpoint, the room id
+and whether a key is needed. A name another room already uses is changed ("Demo Room-2")
+while probing, never silently shadowed. The advertiser follows the network: it re-checks the
+interface addresses every ``refresh_s`` seconds and re-announces on the interfaces it has now
+(an interface that went away is left with goodbye packets, one that came up is announced on).
+Closing sends goodbye packets, so browsers forget the room at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+
+import ifaddr
+from zeroconf import InterfaceChoice, IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+logger = logging.getLogger(__name__)
+
+SERVICE_TYPE = "_roomshare._tcp.local."
+PROTOCOL_VERSION = "1"
+# TXT keys; short, as DNS-SD asks, and documented in docs/sharing.md.
+TXT_VERSION = "v"
+TXT_PORT = "https_port"
+TXT_PATH = "path"
+TXT_ROOM_ID = "room_id"
+TXT_KEY = "key"
+KEY_REQUIRED = "required"
+KEY_NONE = "none"
+# A DNS label is at most 63 bytes; keep room for the "-N" a rename appends.
+_MAX_INSTANCE_BYTES = 56
+
+AddressSource = Callable[[], list[str]]
+
+
+def instance_name(room_name: str) -> str:
+    """The DNS-SD instance name for a room: no dots (avahi refuses them unescaped)."""
+    cleaned = " ".join(room_name.replace(".", "-").split()) or "Room"
+    encoded = cleaned.encode()[:_MAX_INSTANCE_BYTES]
+    return encoded.decode(errors="ignore").rstrip() or "Room"
+
+
+def host_name(room_name: str, room_id: str) -> str:
+    """A host name for the SRV record, unique per room: ``demo-room-1a2b3c4d.local.``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", room_name.lower()).strip("-")[:40] or "room"
+    suffix = re.sub(r"[^a-z0-9]", "", room_id.lower())[:8] or "0"
+    return f"{slug}-{suffix}.local."
+
+
+def machine_addresses() -> list[str]:
+    """This machine's addresses worth announcing: no loopback, no IPv6 link-local."""
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            address = ipaddress.ip_address(text)
+            if address.is_loopback or address.is_link_local:
+                continue
+            found.append(str(address))
+    return sorted(set(found))
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """What the room announces."""
+
+    room_name: str
+    room_id: str
+    port: int
+    path: str = "/share"
+    key_required: bool = True
+
+    def txt(self) -> dict[str, str]:
+        return {
+            TXT_VERSION: PROTOCOL_VERSION,
+            TXT_PORT: str(self.port),
+            TXT_PATH: self.path,
+            TXT_ROOM_ID: self.room_id,
+            TXT_KEY: KEY_REQUIRED if self.key_required else KEY_NONE,
+        }
+
+
+def _ip_version(addresses: Sequence[str]) -> IPVersion:
+    versions = {ipaddress.ip_address(a).version for a in addresses}
+    if versions == {4}:
+        return IPVersion.V4Only
+    if versions == {6}:
+        return IPVersion.V6Only
+    return IPVersion.All
+
+
+class Advertiser:
+    """Keeps the room announced over mDNS while `run` runs; `close` says goodbye.
+
+    ``interfaces``: the addresses of the interfaces to announce on; empty means every
+    interface the machine has (then ``addresses`` says what they are now).
+    """
+
+    def __init__(
+        self,
+        announcement: Announcement,
+        interfaces: Sequence[str] = (),
+        refresh_s: float = 5.0,
+        addresses: AddressSource = machine_addresses,
+        on_change: Callable[[str | None], None] = lambda name: None,
+    ) -> None:
+        self.announcement = announcement
+        self.interfaces = tuple(interfaces)
+        self.refresh_s = refresh_s
+        self._addresses = addresses
+        self._on_change = on_change
+        self._zeroconf: AsyncZeroconf | None = None
+        self._info: AsyncServiceInfo | None = None
+        self._announced_on: list[str] = []
+        self._broadcast: Awaitable[object] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def name(self) -> str | None:
+        """The instance name announced now (after any rename), None when not announced."""
+        if self._info is None:
+            return None
+        return self._info.name.removesuffix("." + SERVICE_TYPE)
+
+    def _wanted_addresses(self) -> list[str]:
+        present = self._addresses()
+        if not self.interfaces:
+            return present
+        # A configured interface that is down now is announced again when it comes back.
+        return [a for a in self.interfaces if a in present]
+
+    async def run(self) -> None:
+        """Announce, then follow address changes until cancelled."""
+        while True:
+            wanted = self._wanted_addresses()
+            if wanted != self._announced_on:
+                async with self._lock:
+                    try:
+                        await self._reannounce(wanted)
+                    except OSError as exc:
+                        # An interface can vanish between the check and the bind: next round.
+                        logger.warning("cannot announce on %s: %s", ", ".join(wanted), exc)
+                        self._announced_on = []
+                        self._on_change(None)
+            await asyncio.sleep(self.refresh_s)
+
+    async def update(self, *, port: int | None = None, key_required: bool | None = None) -> None:
+        """Change the announced port or key requirement and tell the network."""
+        async with self._lock:
+            self.announcement = replace(
+                self.announcement,
+                port=self.announcement.port if port is None else port,
+                key_required=(
+                    self.announcement.key_required if key_required is None else key_required
+                ),
+            )
+            if self._zeroconf is None or self._info is None:
+                return
+            # Announcements of the old records still under way would overwrite the new
+            # ones in browsers' caches: let them finish first.
+            if self._broadcast is not None:
+                await self._broadcast
+            info = self._service_info(self._announced_on, self._info.name)
+            self._broadcast = await self._zeroconf.async_update_service(info)
+            self._info = info
+
+    async def _reannounce(self, addresses: list[str]) -> None:
+        await self._withdraw()
+        if addresses:
+            logger.info("announcing %s on %s", self.announcement.room_name, ", ".join(addresses))
+            await self._announce(addresses)
+        else:
+            logger.warning("no network interface to announce the room on")
+        self._announced_on = addresses
+        self._on_change(self.name)
+
+    async def _announce(self, addresses: list[str]) -> None:
+        choice: InterfaceChoice | list[str] = (
+            list(addresses) if self.interfaces else InterfaceChoice.All
+        )
+        zeroconf = AsyncZeroconf(interfaces=choice, ip_version=_ip_version(addresses))
+        info = self._service_info(addresses)
+        try:
+            broadcast = await zeroconf.async_register_service(info, allow_name_change=True)
+        except BaseException:
+            await zeroconf.async_close()
+            raise
+        self._zeroconf, self._info, self._broadcast = zeroconf, info, broadcast
+        if self.name != instance_name(self.announcement.room_name):
+            logger.warning(
+                "another room on the network is called %r: announced as %r",
+                self.announcement.room_name,
+                self.name,
+            )
+
+    def _service_info(self, addresses: list[str], name: str | None = None) -> AsyncServiceInfo:
+        announcement = self.announcement
+        return AsyncServiceInfo(
+            SERVICE_TYPE,
+            name or f"{instance_name(announcement.room_name)}.{SERVICE_TYPE}",
+            port=announcement.port,
+            properties=announcement.txt(),
+            server=host_name(announcement.room_name, announcement.room_id),
+            parsed_addresses=addresses,
+        )
+
+    async def _withdraw(self) -> None:
+        zeroconf, self._zeroconf, self._info = self._zeroconf, None, None
+        self._broadcast = None
+        if zeroconf is None:
+            return
+        # Goodbye packets (TTL 0) first, so browsers drop the room now, not at TTL expiry.
+        with contextlib.suppress(OSError):
+            await zeroconf.async_unregister_all_services()
+        await zeroconf.async_close()
+
+    async def close(self) -> None:
+        """Say goodbye on every interface and release the sockets; safe to call twice."""
+        async with self._lock:
+            await self._withdraw()
+            self._announced_on = []
