@@ -31,6 +31,7 @@ from playwright.async_api import Browser, async_playwright
 
 from roomsystem.config import LifecycleSettings, Settings
 from roomsystem.daemon import Daemon
+from roomsystem.demo import demo_web_settings
 from roomsystem.meeting.state import MeetingState
 
 TARGET_S = 1.5
@@ -56,15 +57,16 @@ FIRST_FRAME_JS = """() => new Promise((resolve) => {
 
 
 def bench_settings(state_dir: Path) -> Settings:
+    """The demo room with everything on loopback (API, site, WebRTC, mDNS)."""
     base = Settings()
-    return base.model_copy(
-        update={
-            "state_dir": state_dir,
-            "api": base.api.model_copy(update={"listen": "127.0.0.1:0"}),
-            "web": base.web.model_copy(update={"listen": "127.0.0.1:0"}),
-            "webrtc": base.webrtc.model_copy(update={"ice_host_addresses": ("127.0.0.1",)}),
-            "lifecycle": LifecycleSettings(setup_timeout_s=10),
-        }
+    return demo_web_settings(
+        base.model_copy(
+            update={
+                "state_dir": state_dir,
+                "api": base.api.model_copy(update={"listen": "127.0.0.1:0"}),
+                "lifecycle": LifecycleSettings(setup_timeout_s=10),
+            }
+        )
     )
 
 

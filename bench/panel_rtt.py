@@ -21,24 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from controlpanel.pilot import PilotProcess
-from roomsystem.config import Settings
+from roomsystem.config import Settings, demo_settings
 from roomsystem.daemon import Daemon
-from roomsystem.demo import DemoDevices
+from roomsystem.demo import DemoDevices, demo_web_settings
 
 TARGET_P50_MS = 100.0
 WARMUP = 3
 
 
 def bench_settings(state_dir: Path, added: Any) -> Settings:
-    base = Settings()
-    return base.model_copy(
-        update={
-            "state_dir": state_dir,
-            "api": base.api.model_copy(update={"listen": "127.0.0.1:0"}),
-            "devices": base.devices.model_copy(update={"add": added}),
-            "sharing": base.sharing.model_copy(update={"mdns_interfaces": ("127.0.0.1",)}),
-            "web": base.web.model_copy(update={"listen": "127.0.0.1:0"}),
-        }
+    """The demo room with everything on loopback (API, site, WebRTC, mDNS)."""
+    base = demo_settings()
+    return demo_web_settings(
+        base.model_copy(
+            update={
+                "state_dir": state_dir,
+                "api": base.api.model_copy(update={"listen": "127.0.0.1:0"}),
+                "devices": base.devices.model_copy(update={"add": added}),
+            }
+        )
     )
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from roomsystem import __version__, simulate
+from roomsystem.appliance import cli as appliance_cli
+from roomsystem.appliance.journal import use_journal_levels
 from roomsystem.bus import StateBus
 from roomsystem.config import (
     DEFAULT_CONFIG_PATH,
@@ -29,7 +32,7 @@ from roomsystem.config import (
     split_listen,
 )
 from roomsystem.daemon import Daemon
-from roomsystem.demo import DemoDevices
+from roomsystem.demo import DemoDevices, demo_web_settings
 from roomsystem.devices.profiles import check_profiles
 from roomsystem.devices.service import SHIPPED_PROFILES
 from roomsystem.errors import ConfigError, RoomError
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    use_journal_levels()
     try:
         result: int = args.func(args)
         return result
@@ -84,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--state-dir", type=Path, help=f"state directory (default {demo_state_dir()})"
     )
+    demo.add_argument(
+        "--no-screens",
+        action="store_true",
+        help="do not open the touch panel and the room display, even with a screen",
+    )
     demo.set_defaults(func=_demo)
 
     status = commands.add_parser("status", help="show what the running room says")
@@ -110,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     profiles_check.set_defaults(func=_profiles_check)
 
     simulate.add_parser(commands)
+    appliance_cli.add_parsers(commands, fetch_state=_fetch_state)
 
     token = commands.add_parser("token", help="print the API bearer token")
     token.add_argument("--state-dir", type=Path, help="state directory of the room")
@@ -144,13 +154,60 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     settings = _with_overrides(demo_settings(), args.state_dir or demo_state_dir(), args.http)
-    return asyncio.run(_demo_room(settings))
+    settings = demo_web_settings(settings)
+    return asyncio.run(_demo_room(settings, screens=not args.no_screens))
 
 
-async def _demo_room(settings: Settings) -> int:
+async def _demo_room(settings: Settings, screens: bool = False) -> int:
+    windows = DemoScreens(screens)
+
+    def ready(daemon: Daemon) -> None:
+        _print_demo_urls(daemon)
+        windows.open(daemon)
+
     async with DemoDevices() as simulated:
         devices = settings.devices.model_copy(update={"add": simulated.added})
-        return await _serve(settings.model_copy(update={"devices": devices}), _print_demo_urls)
+        try:
+            return await _serve(settings.model_copy(update={"devices": devices}), ready)
+        finally:
+            windows.close()
+
+
+class DemoScreens:
+    """The demo's touch panel and room display windows, opened when there is a screen."""
+
+    APPS = (("panel", "controlpanel.panel"), ("display", "controlpanel.display"))
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted = wanted
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @staticmethod
+    def screen_available() -> bool:
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+    def open(self, daemon: Daemon) -> None:
+        if not (self.wanted and self.screen_available()):
+            return
+        token_file = daemon.settings.state_dir / "api-token"
+        for name, module in self.APPS:
+            command = [sys.executable, "-m", module, "--api", daemon.url]
+            command += ["--token-file", str(token_file)]
+            try:
+                self.processes.append(subprocess.Popen(command))
+            except OSError as exc:
+                logger.warning("cannot open the %s: %s", name, exc)
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
 
 
 def _print_demo_urls(daemon: Daemon) -> None:
@@ -164,8 +221,26 @@ def _print_demo_urls(daemon: Daemon) -> None:
         f"  API     {url}/api/v1/openapi.json\n"
         f"  token   roomsystem token --state-dir {state_dir}\n"
         f"  status  roomsystem status --state-dir {state_dir}\n"
+        f"  panel   roomsystem-panel --api {url} --token-file {state_dir / 'api-token'}\n"
+        f"  display roomsystem-display --api {url} --token-file {state_dir / 'api-token'}\n"
+        f"{_demo_meeting(daemon)}"
         "Press Ctrl-C to stop.",
         flush=True,
+    )
+
+
+def _demo_meeting(daemon: Daemon) -> str:
+    """Start the demo room's meeting so that the printed link works at once."""
+    if daemon.web is None:
+        return ""
+    meeting = daemon.web.meeting.start()
+    admit = f"{daemon.url}/api/v1/meeting/admit"
+    return (
+        f"  meeting {meeting.id}  passcode {meeting.passcode}\n"
+        f"  join    {daemon.web.meeting.join_url(meeting)}\n"
+        f'  admit   curl -H "Authorization: Bearer $(roomsystem token --state-dir'
+        f" {daemon.settings.state_dir})\" -H 'Content-Type: application/json'"
+        f" -d '{{\"all\": true}}' {admit}\n"
     )
 
 

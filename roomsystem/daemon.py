@@ -9,9 +9,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 from roomsystem.api.openapi import build_openapi
-from roomsystem.api.server import ApiServer
+from roomsystem.api.server import METRICS, ApiServer
+from roomsystem.appliance.metrics import OPENAPI_PATH as METRICS_OPENAPI_PATH
+from roomsystem.appliance.runtime import Appliance
 from roomsystem.config import Settings, split_listen
 from roomsystem.errors import RoomError
+from roomsystem.meeting.site import WebSite, meeting_site
 from roomsystem.room import Room, ServiceFactory, build_services
 from roomsystem.statedir import ENDPOINT_FILE, Endpoint
 
@@ -31,7 +34,10 @@ class Daemon:
     def __init__(self, settings: Settings, services: ServiceFactory = build_services) -> None:
         self.settings = settings
         self.room = Room(settings, services)
+        self.appliance = Appliance(settings, self.room.bus)
         self.api: ApiServer | None = None
+        self.web: WebSite | None = None
+        self.web_url = ""
         self.url = ""
         self._running = False
 
@@ -41,12 +47,15 @@ class Daemon:
         try:
             commands = self.room.commands()
             openapi = build_openapi(commands)
+            if self.appliance.metrics is not None:
+                openapi["paths"][METRICS] = METRICS_OPENAPI_PATH
             self.api = ApiServer(
                 self.room.bus,
                 token=self.room.api_token,
                 commands=commands,
                 max_body_bytes=self.settings.api.max_body_bytes,
                 openapi=lambda: openapi,
+                metrics=self.appliance.metrics.render if self.appliance.metrics else None,
             )
             host, port = split_listen(self.settings.api.listen)
             try:
@@ -54,13 +63,31 @@ class Daemon:
             except OSError as exc:
                 raise ListenError(str(exc.strerror or exc)) from None
             self.room.state_dir.save(ENDPOINT_FILE, Endpoint(url=self.url, pid=os.getpid()))
+            await self._start_web()
         except BaseException:
+            if self.web is not None:
+                await self.web.stop()
             if self.api is not None:
                 await self.api.stop()
             self.room.state_dir.unlock()
             raise
         self.room.start()
+        self.appliance.start()
         self._running = True
+
+    async def _start_web(self) -> None:
+        """The meeting site; one that cannot listen leaves the room running without it."""
+        web = meeting_site(self.settings, self.room.state_dir, self.room.services)
+        if web is None:
+            return
+        try:
+            self.web_url = await web.start()
+        except OSError as exc:
+            # Like a failed device, a busy port must not stop the room (its API, devices).
+            logger.error("%s: remote participants cannot join this room's meetings", exc)
+            await web.stop()
+            return
+        self.web = web
 
     async def stop(self) -> None:
         """Undo `start`; does nothing if it did not start (the state dir may be another's)."""
@@ -69,6 +96,9 @@ class Daemon:
         self._running = False
         self.room.state_dir.remove(ENDPOINT_FILE)
         assert self.api is not None
+        await self._bounded(self.appliance.stop(), "appliance")
+        if self.web is not None:
+            await self._bounded(self.web.stop(), "meeting site")
         await self._bounded(self.api.stop(), "API server")
         await self._bounded(self.room.stop(), "room")
 

@@ -8,9 +8,10 @@ profiles and drivers as real hardware; only the addresses come from here.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from types import TracebackType
 
-from roomsystem.config import AddedDevice
+from roomsystem.config import AddedDevice, Settings, split_listen
 from roomsystem.drivers.mdc_sim import MdcSimulator
 from roomsystem.drivers.simulator import PtyServer, serve_tcp
 from roomsystem.drivers.visca_sim import ViscaSimulator
@@ -56,3 +57,26 @@ class DemoDevices:
             self._server.close()  # the daemon has closed its connections by now
         if self._pty is not None:
             self._pty.close()
+
+
+def demo_web_settings(settings: Settings) -> Settings:
+    """The demo's meeting site listens on the API's host: port 8443, or any free port when
+    the API takes any. On loopback, WebRTC peers offer loopback too (aioice never does), and
+    the room is announced over mDNS on loopback only."""
+    host, api_port = split_listen(settings.api.listen)
+    _, web_port = split_listen(settings.web.listen)
+    shown = f"[{host}]" if ":" in host else host
+    web = settings.web.model_copy(update={"listen": f"{shown}:{web_port if api_port else 0}"})
+    webrtc, sharing = settings.webrtc, settings.sharing
+    if _is_loopback(host):
+        # A demo on loopback stays there: no mDNS on the machine's network either.
+        webrtc = webrtc.model_copy(update={"ice_host_addresses": ("127.0.0.1",)})
+        sharing = sharing.model_copy(update={"mdns_interfaces": ("127.0.0.1",)})
+    return settings.model_copy(update={"web": web, "webrtc": webrtc, "sharing": sharing})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

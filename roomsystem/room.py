@@ -12,7 +12,10 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict
 
 from roomsystem import __version__
+from roomsystem.appliance.alerts import AlertsState
+from roomsystem.appliance.channels import build_alerts_service
 from roomsystem.bus import StateBus
+from roomsystem.calendar.factory import calendar_service
 from roomsystem.calendar.state import CalendarState
 from roomsystem.commands import Arguments, Command, CommandError
 from roomsystem.config import Settings
@@ -30,7 +33,10 @@ from roomsystem.lifecycle import (
     initial_statuses,
     lifecycle_with,
 )
+from roomsystem.media.service import MediaService
+from roomsystem.meeting.service import MeetingService
 from roomsystem.meeting.state import MeetingPolicy, MeetingState
+from roomsystem.sharing.service import SharingService
 from roomsystem.sharing.state import SharingState
 from roomsystem.state import RoomInfo
 from roomsystem.statedir import StateDir
@@ -62,7 +68,21 @@ ServiceFactory = Callable[[Settings, StateBus], Sequence[Service]]
 
 def build_services(settings: Settings, bus: StateBus) -> list[Service]:
     """The services this configuration asks for."""
-    return [DevicesService(settings.devices, settings.lifecycle, bus)]
+    media = MediaService(settings.media, settings.webrtc, bus, state_dir=settings.state_dir)
+    return [
+        DevicesService(settings.devices, settings.lifecycle, bus),
+        media,
+        MeetingService(settings.meeting, bus, recorder=media.recorder),
+        SharingService(
+            settings.sharing,
+            settings.room,
+            bus,
+            web_listen=settings.web.listen,
+            display=media.share_display,
+        ),
+        calendar_service(settings, bus),
+        build_alerts_service(settings.alerts, bus),
+    ]
 
 
 class Room:
@@ -117,7 +137,8 @@ class Room:
                 )
             ),
             "sharing": SharingState(),
-            "calendar": CalendarState(),
+            "calendar": CalendarState(backend=self.settings.calendar.backend),
+            "alerts": AlertsState(),
         }
 
     @property

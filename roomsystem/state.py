@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from roomsystem.appliance.alerts import AlertsState
 from roomsystem.calendar.state import CalendarState
 from roomsystem.devices.state import DevicesState
 from roomsystem.lifecycle import LifecycleState
@@ -37,6 +38,7 @@ class RoomState(BaseModel):
     meeting: MeetingState
     sharing: SharingState
     calendar: CalendarState
+    alerts: AlertsState
 
 
 TOPICS = tuple(RoomState.model_fields)

@@ -10,8 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from roomsystem.config import LifecycleSettings, Settings
+from roomsystem.config import LifecycleSettings, Settings, demo_settings
 from roomsystem.daemon import Daemon
+from roomsystem.demo import demo_web_settings
 from roomsystem.lifecycle import Service
 from roomsystem.room import ServiceFactory
 
@@ -29,19 +30,26 @@ def no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"threads left running: {leaked}"
 
 
+def loopback_demo_settings(state_dir: Path) -> Settings:
+    """The demo room on free loopback ports: API, meeting site, WebRTC and mDNS stay on
+    127.0.0.1, so a test never sends to the machine's network. Short retry timers."""
+    base = demo_settings()
+    return demo_web_settings(
+        base.model_copy(
+            update={
+                "state_dir": state_dir,
+                "api": base.api.model_copy(update={"listen": "127.0.0.1:0"}),
+                "lifecycle": LifecycleSettings(
+                    retry_initial_s=0.05, retry_max_s=0.2, setup_timeout_s=2
+                ),
+            }
+        )
+    )
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Demo settings on a free loopback port, with short retry timers."""
-    base = Settings()
-    return base.model_copy(
-        update={
-            "state_dir": tmp_path / "state",
-            "api": base.api.model_copy(update={"listen": "127.0.0.1:0"}),
-            "lifecycle": LifecycleSettings(
-                retry_initial_s=0.05, retry_max_s=0.2, setup_timeout_s=2
-            ),
-        }
-    )
+    return loopback_demo_settings(tmp_path / "state")
 
 
 def only(*services: Service) -> ServiceFactory:

@@ -13,7 +13,7 @@ from roomsystem.daemon import Daemon
 from roomsystem.sharing.state import SharingState
 from tests.conftest import only
 
-TOPICS = {"room", "lifecycle", "devices", "meeting", "sharing", "calendar"}
+TOPICS = {"room", "lifecycle", "devices", "meeting", "sharing", "calendar", "alerts"}
 
 
 async def test_health_needs_no_token_and_reports_the_phase(daemon: Daemon) -> None:
@@ -72,13 +72,14 @@ async def test_events_start_with_the_snapshot_then_follow_in_order(
         assert set(first["state"]) == TOPICS
         assert first["seq"] == daemon.room.bus.seq
         for number in range(1, 4):
-            daemon.room.bus.publish("sharing", SharingState(active=True, sharer=f"laptop {number}"))
+            sharing = SharingState(active=True, sharer=f"laptop {number}")
+            daemon.room.bus.publish("sharing", sharing)
             change = await ws.receive_json(timeout=5)
             assert change == {
                 "type": "change",
                 "seq": first["seq"] + number,
                 "topic": "sharing",
-                "data": {"active": True, "sharer": f"laptop {number}"},
+                "data": sharing.model_dump(mode="json"),
                 "skipped": 0,
             }
 

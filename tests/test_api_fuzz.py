@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roomsystem.config import LifecycleSettings, Settings
+from roomsystem.config import Settings
 from roomsystem.daemon import Daemon
+from tests.conftest import loopback_demo_settings
 
 
 class ThreadedDaemon:
@@ -64,13 +65,7 @@ class ThreadedDaemon:
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedDaemon]:
-    settings = Settings().model_copy(
-        update={
-            "state_dir": tmp_path_factory.mktemp("fuzz") / "state",
-            "api": Settings().api.model_copy(update={"listen": "127.0.0.1:0"}),
-            "lifecycle": LifecycleSettings(retry_initial_s=0.05, retry_max_s=0.2),
-        }
-    )
+    settings = loopback_demo_settings(tmp_path_factory.mktemp("fuzz") / "state")
     with ThreadedDaemon(settings) as running:
         yield running
 

@@ -31,8 +31,10 @@ HEALTH = f"{PREFIX}/health"
 STATE = f"{PREFIX}/state"
 EVENTS = f"{PREFIX}/events"
 OPENAPI = f"{PREFIX}/openapi.json"
+METRICS = "/metrics"  # where Prometheus looks by default
 PUBLIC_PATHS = frozenset({HEALTH, OPENAPI})
 HEARTBEAT_S = 20.0
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,6 +68,7 @@ class ApiServer:
         commands: Sequence[Command],
         max_body_bytes: int,
         openapi: Callable[[], dict[str, Any]],
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self._bus = bus
         self._token = token.encode()
@@ -79,6 +82,9 @@ class ApiServer:
         self.app.router.add_get(STATE, self._state)
         self.app.router.add_get(EVENTS, self._events)
         self.app.router.add_get(OPENAPI, self._openapi_json)
+        self._metrics = metrics
+        if metrics is not None:
+            self.app.router.add_get(METRICS, self._metrics_text)
         for path in self._commands:
             self.app.router.add_post(path, self._command)
         self.app.on_shutdown.append(self._close_sockets)
@@ -161,6 +167,12 @@ class ApiServer:
         snapshot = self._bus.snapshot()
         response = web.json_response(dump_topics(snapshot.topics))
         response.headers["ETag"] = f'"{snapshot.seq}"'
+        return response
+
+    async def _metrics_text(self, request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        response = web.Response(body=self._metrics())
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
 
     async def _openapi_json(self, request: web.Request) -> web.Response:

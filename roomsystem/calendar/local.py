@@ -7,7 +7,7 @@ The embedded default. Bookings come from ICS import and walk-up booking; with
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 import icalendar
@@ -117,7 +117,6 @@ class LocalBackend(ObjectBackend):
 
 def sample_calendar(today: datetime | None, zone: tzinfo) -> icalendar.Calendar:
     """A demo day: a booking under way, a private one, a Teams call and a daily stand-up."""
-    day = (today or datetime.now(zone)).astimezone(zone).date()
     now = today or datetime.now(zone)
     hour = now.astimezone(zone).replace(minute=0, second=0, microsecond=0)
     calendar = icalendar.Calendar()
@@ -151,6 +150,8 @@ def sample_calendar(today: datetime | None, zone: tzinfo) -> icalendar.Calendar:
         45,
         location="https://teams.microsoft.com/l/meetup-join/19%3ademo",
     )
-    standup = datetime.combine(day, time(9, 0), tzinfo=zone)
+    # Relative to now like the others, so the room is free for a walk-up booking after the
+    # planning meeting whenever the demo starts.
+    standup = hour + timedelta(hours=2, minutes=15)
     event("standup", "Daily stand-up", standup, 15, rrule={"FREQ": "DAILY", "COUNT": 30})
     return calendar
