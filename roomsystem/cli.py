@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from roomsystem.devices.profiles import check_profiles
 from roomsystem.devices.service import SHIPPED_PROFILES
 from roomsystem.errors import ConfigError, RoomError
 from roomsystem.lifecycle import LifecycleState, ServiceState
+from roomsystem.sharing.state import SharingState
 from roomsystem.statedir import StateDir, read_endpoint
 
 logger = logging.getLogger("roomsystem")
@@ -224,6 +226,7 @@ def _print_demo_urls(daemon: Daemon) -> None:
         f"  panel   roomsystem-panel --api {url} --token-file {state_dir / 'api-token'}\n"
         f"  display roomsystem-display --api {url} --token-file {state_dir / 'api-token'}\n"
         f"{_demo_meeting(daemon)}"
+        f"{_demo_sharing(daemon)}"
         "Press Ctrl-C to stop.",
         flush=True,
     )
@@ -241,6 +244,20 @@ def _demo_meeting(daemon: Daemon) -> str:
         f'  admit   curl -H "Authorization: Bearer $(roomsystem token --state-dir'
         f" {daemon.settings.state_dir})\" -H 'Content-Type: application/json'"
         f" -d '{{\"all\": true}}' {admit}\n"
+    )
+
+
+def _demo_sharing(daemon: Daemon) -> str:
+    """Where a laptop shares its screen, and the key the room's display shows."""
+    sharing = daemon.room.bus.get("sharing")
+    if not isinstance(sharing, SharingState) or not sharing.share_url:
+        return ""
+    interfaces = daemon.settings.sharing.mdns_interfaces
+    listing = f" --interface {interfaces[0]}" if interfaces else ""
+    return (
+        f"  share   {sharing.share_url}  key {sharing.key}\n"
+        f"          roomshare list{listing}; roomshare share"
+        f" {shlex.quote(daemon.settings.room.name)} --key {sharing.key} --source test\n"
     )
 
 

@@ -56,16 +56,20 @@ def host_name(room_name: str, room_id: str) -> str:
 
 
 def machine_addresses() -> list[str]:
-    """This machine's addresses worth announcing: no loopback, no IPv6 link-local."""
+    """Every address this machine's interfaces have now, loopback included."""
     found: list[str] = []
     for adapter in ifaddr.get_adapters():
         for ip in adapter.ips:
             text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
-            address = ipaddress.ip_address(text)
-            if address.is_loopback or address.is_link_local:
-                continue
-            found.append(str(address))
+            found.append(str(ipaddress.ip_address(text)))
     return sorted(set(found))
+
+
+def worth_announcing(address: str) -> bool:
+    """On every interface, the room is announced on its network addresses: no loopback,
+    no IPv6 link-local (a room set to loopback is announced there all the same)."""
+    ip = ipaddress.ip_address(address)
+    return not (ip.is_loopback or ip.is_link_local)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,7 @@ class Advertiser:
     def _wanted_addresses(self) -> list[str]:
         present = self._addresses()
         if not self.interfaces:
-            return present
+            return [a for a in present if worth_announcing(a)]
         # A configured interface that is down now is announced again when it comes back.
         return [a for a in self.interfaces if a in present]
 

@@ -29,7 +29,13 @@ from roomsystem.commands import Arguments, Command, CommandError, NoArguments
 from roomsystem.config import RoomSettings, SharingSettings, split_listen
 from roomsystem.lifecycle import Service
 from roomsystem.meeting.state import MeetingState
-from roomsystem.sharing.advertise import AddressSource, Advertiser, Announcement, machine_addresses
+from roomsystem.sharing.advertise import (
+    AddressSource,
+    Advertiser,
+    Announcement,
+    machine_addresses,
+    worth_announcing,
+)
 from roomsystem.sharing.key import Clock, GuessLimiter, SharingKey, Verdict
 from roomsystem.sharing.state import SharingState
 
@@ -437,7 +443,7 @@ class SharingService(Service):
     def share_url(self) -> str:
         host = self.web_host
         if host in ("0.0.0.0", "::", ""):
-            addresses = self._addresses()
+            addresses = [a for a in self._addresses() if worth_announcing(a)]
             host = addresses[0] if addresses else "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"

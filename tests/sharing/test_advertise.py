@@ -151,3 +151,15 @@ def test_any_room_name_makes_a_valid_instance_name(room: str) -> None:
     assert 0 < len(name.encode()) <= 56
     assert service_type_name(f"{name}.{SERVICE_TYPE}") == SERVICE_TYPE
     assert host_name(room, "0a1b2c3d-x").endswith("-0a1b2c3d.local.")
+
+
+async def test_a_room_set_to_loopback_is_announced_with_the_machines_own_addresses() -> None:
+    # The default address source leaves loopback out (not worth announcing on a network);
+    # a room told to use loopback only must still be announced there.
+    advertiser = Advertiser(
+        Announcement(room_name="Loopback Room", room_id="1a2b3c4d-0001", port=8443),
+        interfaces=[LOOPBACK],
+        refresh_s=0.2,
+    )
+    async with advertising(advertiser):
+        assert advertiser.name == "Loopback Room"
