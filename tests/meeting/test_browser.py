@@ -69,11 +69,21 @@ async def room_frames_in_browser(
 async def frames_in_room(site: WebSite, participant: str, channel: str, at_least: int) -> int:
     """Frames of ``channel`` that the room's media took from this participant."""
     peer = site.hub.peers[participant]
-    await until(
-        lambda: channel in peer.room_taps and peer.room_taps[channel].delivered >= at_least,
-        f"{at_least} {channel} frames from {participant} in the room",
-        MEDIA_TIMEOUT_S,
-    )
+    try:
+        await until(
+            lambda: channel in peer.room_taps and peer.room_taps[channel].delivered >= at_least,
+            f"{at_least} {channel} frames from {participant} in the room",
+            MEDIA_TIMEOUT_S,
+        )
+    except AssertionError as exc:
+        # Say where the frames stopped: not received, received but gated, or not consumed.
+        fanout = peer.incoming.get(channel)
+        tap = peer.room_taps.get(channel)
+        raise AssertionError(
+            f"{exc}; decoded from the browser: {fanout.frames if fanout else 'no track'}, "
+            f"taken by the room's media: {tap.delivered if tap else 'no tap'}, "
+            f"forwarding audio/video: {peer.audio_on}/{peer.video_on}"
+        ) from None
     return peer.room_taps[channel].delivered
 
 
