@@ -27,29 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from roomsystem.config import LifecycleSettings, Settings
 from roomsystem.daemon import Daemon
 from roomsystem.demo import demo_web_settings
 from roomsystem.meeting.state import MeetingState
+from tests.chromium import chromium
 
 TARGET_S = 1.5
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
 FIRST_FRAME_JS = """() => new Promise((resolve) => {
     const video = document.getElementById("video-room");
     video.requestVideoFrameCallback(() => resolve(performance.timeOrigin + performance.now()));
@@ -119,11 +105,8 @@ async def measure(runs: int) -> list[float]:
             headers = {"Authorization": f"Bearer {daemon.room.api_token}"}
             async with (
                 aiohttp.ClientSession(daemon.url, headers=headers) as api,
-                async_playwright() as playwright,
+                chromium() as browser,
             ):
-                browser = await playwright.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-                )
                 admitting = asyncio.create_task(admit_when_waiting(daemon, api))
                 try:
                     await one_join(daemon, api, browser)  # warm-up: caches, first encoder
@@ -131,7 +114,6 @@ async def measure(runs: int) -> list[float]:
                 finally:
                     admitting.cancel()
                     await asyncio.gather(admitting, return_exceptions=True)
-                    await browser.close()
         finally:
             await daemon.stop()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from roomsystem.bus import StateBus
 from roomsystem.config import Settings
@@ -17,26 +17,10 @@ from roomsystem.lifecycle import Service
 from roomsystem.media.service import MediaService
 from roomsystem.meeting.service import MeetingService
 from roomsystem.meeting.site import WebSite
+from tests.chromium import chromium
 
-CHROMIUM = "/usr/bin/chromium"
 # Media on two shared cores can take longer than Playwright's 5 s default to show.
 expect.set_options(timeout=10_000)
-# What works here (TESTING-NOTES); Playwright adds --headless and a fresh profile directory.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-    # Host candidates as addresses, not mDNS names that only a LAN resolver would answer.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
 
 
 @pytest.fixture
@@ -123,14 +107,8 @@ async def api(meeting_room: Daemon) -> AsyncIterator[Api]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

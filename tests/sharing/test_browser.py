@@ -5,40 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
+from tests.chromium import chromium
 from tests.sharing.conftest import ShareRoom, eventually
-
-CHROMIUM = "/usr/bin/chromium"
-# TESTING-NOTES' flags; Playwright adds --headless and a fresh profile directory.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    # Host candidates as addresses, not mDNS names only a LAN resolver would answer.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    # getDisplayMedia without a picker: the fake capture source.
-    "--auto-select-desktop-capture-source=Entire screen",
-]
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def share_page(browser: Browser, room: ShareRoom, key: str) -> Page:
