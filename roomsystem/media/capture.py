@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import av
 from av.container import InputContainer
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 VideoSink = Callable[[av.VideoFrame], None]
 AudioSink = Callable[[av.AudioFrame], None]
+FrameT = TypeVar("FrameT", av.VideoFrame, av.AudioFrame)
 
 
 class CaptureError(Exception):
@@ -138,81 +139,89 @@ def _paced(frames: Iterator[Any], rate: float, quit: threading.Event) -> Iterato
         yield frame
 
 
-class VideoCapture:
+class _Source(Protocol):
+    @property
+    def synthetic(self) -> bool: ...
+
+    def open(self) -> InputContainer: ...
+
+
+class _Capture(Generic[FrameT]):
+    """Reads ``source`` in its own thread and hands each frame to ``sink`` there."""
+
+    def __init__(self, name: str, source: _Source, sink: Callable[[FrameT], None]) -> None:
+        self._source = source
+        self._sink: Callable[[FrameT], None] = sink
+        self._thread = _CaptureThread(name, self._read)
+        self.frames = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._thread.stop()
+
+    @property
+    def error(self) -> str | None:
+        return self._thread.error
+
+    def _read(self, quit: threading.Event) -> None:
+        container = self._source.open()
+        try:
+            for frame in self._frames(container, quit):
+                if quit.is_set():
+                    return
+                self.frames += 1
+                self._sink(self._stamped(frame))
+        finally:
+            container.close()
+
+    def _frames(self, container: InputContainer, quit: threading.Event) -> Iterator[FrameT]:
+        raise NotImplementedError
+
+    def _stamped(self, frame: FrameT) -> FrameT:
+        raise NotImplementedError
+
+
+class VideoCapture(_Capture[av.VideoFrame]):
     """Captures yuv420p frames and hands each one to ``sink`` in the capture thread."""
 
     def __init__(self, source: VideoSource, sink: VideoSink) -> None:
+        super().__init__("capture-video", source, sink)
         self.source = source
-        self._sink = sink
-        self._thread = _CaptureThread("capture-video", self._read)
-        self.frames = 0
 
-    def start(self) -> None:
-        self._thread.start()
+    def _frames(self, container: InputContainer, quit: threading.Event) -> Iterator[av.VideoFrame]:
+        frames: Iterator[av.VideoFrame] = container.decode(video=0)
+        if self.source.synthetic:
+            return _paced(frames, self.source.frame_rate, quit)
+        return frames
 
-    def stop(self) -> None:
-        self._thread.stop()
-
-    @property
-    def error(self) -> str | None:
-        return self._thread.error
-
-    def _read(self, quit: threading.Event) -> None:
-        container = self.source.open()
-        try:
-            frames: Iterator[av.VideoFrame] = container.decode(video=0)
-            if self.source.synthetic:
-                frames = _paced(frames, self.source.frame_rate, quit)
-            for frame in frames:
-                if quit.is_set():
-                    return
-                if frame.format.name != "yuv420p":
-                    frame = frame.reformat(format="yuv420p")
-                # A raw picture comes out of FFmpeg marked "I"; left so, an encoder
-                # (aiortc's included) would make every frame a keyframe.
-                frame.pict_type = av.video.frame.PictureType.NONE
-                frame.pts = round(media_clock() / VIDEO_TIME_BASE)
-                frame.time_base = VIDEO_TIME_BASE
-                self.frames += 1
-                self._sink(frame)
-        finally:
-            container.close()
+    def _stamped(self, frame: av.VideoFrame) -> av.VideoFrame:
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        # A raw picture comes out of FFmpeg marked "I"; left so, an encoder
+        # (aiortc's included) would make every frame a keyframe.
+        frame.pict_type = av.video.frame.PictureType.NONE
+        frame.pts = round(media_clock() / VIDEO_TIME_BASE)
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
 
 
-class AudioCapture:
+class AudioCapture(_Capture[av.AudioFrame]):
     """Captures audio and hands each frame to ``sink`` in the capture thread."""
 
     def __init__(self, source: AudioSource, sink: AudioSink) -> None:
+        super().__init__("capture-audio", source, sink)
         self.source = source
-        self._sink = sink
-        self._thread = _CaptureThread("capture-audio", self._read)
-        self.frames = 0
 
-    def start(self) -> None:
-        self._thread.start()
+    def _frames(self, container: InputContainer, quit: threading.Event) -> Iterator[av.AudioFrame]:
+        frames: Iterator[av.AudioFrame] = container.decode(audio=0)
+        return _paced_audio(frames, quit) if self.source.synthetic else frames
 
-    def stop(self) -> None:
-        self._thread.stop()
-
-    @property
-    def error(self) -> str | None:
-        return self._thread.error
-
-    def _read(self, quit: threading.Event) -> None:
-        container = self.source.open()
-        try:
-            frames: Iterator[av.AudioFrame] = container.decode(audio=0)
-            if self.source.synthetic:
-                frames = _paced_audio(frames, quit)
-            for frame in frames:
-                if quit.is_set():
-                    return
-                frame.pts = round(media_clock() * AUDIO_RATE)
-                frame.time_base = AUDIO_TIME_BASE
-                self.frames += 1
-                self._sink(frame)
-        finally:
-            container.close()
+    def _stamped(self, frame: av.AudioFrame) -> av.AudioFrame:
+        frame.pts = round(media_clock() * AUDIO_RATE)
+        frame.time_base = AUDIO_TIME_BASE
+        return frame
 
 
 def _paced_audio(frames: Iterator[av.AudioFrame], quit: threading.Event) -> Iterator[av.AudioFrame]:
