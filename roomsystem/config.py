@@ -251,6 +251,10 @@ class CalendarSettings(_Section):
     graph_authority: Annotated[str, Field(pattern=r"^https?://\S+$")] = (
         "https://login.microsoftonline.com"
     )
+    # Graph: accept new bookings as the room (the room mailbox auto-accepts).
+    accept_bookings: bool = False
+    # EWS: streaming notifications trigger a sync at once (polling stays as the fallback).
+    ews_streaming: bool = True
     release_no_shows: bool = False
     release_after_min: Annotated[int, Field(ge=1, le=120)] = 10
     checkin_before_min: Annotated[int, Field(ge=0, le=60)] = 5

@@ -38,6 +38,8 @@ class CalendarBackend(ABC):
     """
 
     name: str = "backend"
+    # True when `watch` can tell the room about changes as they happen (server push).
+    pushes: bool = False
 
     async def open(self) -> None:  # noqa: B027 - most backends connect lazily
         """Prepare to talk to the calendar (create the database, read credentials)."""
@@ -61,6 +63,15 @@ class CalendarBackend(ABC):
     @abstractmethod
     async def end_series(self, booking: Booking, message: str) -> None:
         """Decline the rest of ``booking``'s series, from ``booking`` on."""
+
+    async def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever the server reports a change, until the stream ends.
+
+        Only called when `pushes` is True. Returns when the server closed the stream in
+        order (the room subscribes again); raises `CalendarError` when the server refused
+        or the stream broke (the room polls and tries again after a back-off).
+        """
+        raise NotImplementedError(f"{self.name} has no push")
 
     async def check_in(self, booking: Booking, at: datetime) -> None:  # noqa: B027
         """Record a check-in where the calendar can hold it; most keep it in the room."""

@@ -7,17 +7,27 @@ server's CalendarView. Incremental sync asks SyncFolderItems what changed since 
 sync state: a changed single meeting is taken from that answer alone; a changed series
 means a new CalendarView. Throttling (ErrorServerBusy) is reported with the back-off the
 server asked for, and the service waits at least that long.
+
+Where the server offers them, streaming notifications (Subscribe, GetStreamingEvents) tell
+the room at once that the calendar changed, and it syncs then instead of at the next
+poll. The stream holds an HTTP request open for minutes, so it has a thread of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, tzinfo
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 from exchangelib import (
     BASIC,
     DELEGATE,
@@ -38,6 +48,9 @@ from exchangelib import (
 )
 from exchangelib import errors as ews_errors
 from exchangelib.items import SEND_TO_NONE
+from exchangelib.protocol import BaseProtocol
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, OAuth2Token
+from requests_oauthlib import OAuth2Session
 
 from roomsystem.calendar.backend import SyncResult, ThreadedBackend, read_secret
 from roomsystem.calendar.links import find_join_links
@@ -71,6 +84,12 @@ FIELDS = (
     "recurrence_id",
 )
 SYNC_PAGE = 512
+# How long one GetStreamingEvents request stays open (minutes, 1-30); then it is renewed.
+STREAM_MINUTES = 30
+# The scope exchangelib asks for; for Exchange Server with hybrid modern auth, the same.
+OAUTH_SCOPE = "https://outlook.office365.com/.default"
+STREAM_CLOSE_S = 2.0  # how long closing waits for the server to end the stream
+CALENDAR_EVENTS = ("CreatedEvent", "DeletedEvent", "ModifiedEvent", "MovedEvent", "CopiedEvent")
 AUTH_CODES = (
     ews_errors.UnauthorizedError,
     ews_errors.ErrorAccessDenied,
@@ -86,6 +105,11 @@ def _errors(where: str) -> Iterator[None]:
         yield
     except AUTH_CODES as exc:
         raise CalendarError(StaleReason.AUTH, f"{where}: {type(exc).__name__}: {exc}") from None
+    except OAuth2Error as exc:
+        # The sign-in's answer (e.g. invalid_client); the secret itself is never in it.
+        raise CalendarError(
+            StaleReason.AUTH, f"{where}: sign-in refused: {exc.error} {exc.description or ''}"
+        ) from None
     except ews_errors.ErrorServerBusy as exc:
         back_off = float(exc.back_off) if exc.back_off else None
         raise CalendarError(
@@ -123,6 +147,55 @@ def _aware(value: Any, zone: tzinfo) -> datetime:
     return datetime.fromtimestamp(value.timestamp(), zone)
 
 
+class _OAuth2Credentials(OAuth2Credentials):
+    """Client credentials signed in at the configured authority (sovereign clouds, tests)."""
+
+    def __init__(self, token_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._token_url = token_url
+
+    @property
+    def token_url(self) -> str:
+        return self._token_url
+
+    def session_params(self) -> dict[str, Any]:
+        """No refresh-token grant (client credentials have none): an expired token is
+        dropped, and exchangelib signs in again with the client credentials."""
+        params = dict(super().session_params())
+        for key in ("auto_refresh_url", "auto_refresh_kwargs", "token_updater"):
+            params.pop(key, None)
+        token = params.get("token")
+        if token is not None and float(token.get("expires_at", 0)) <= time.time() + 30:
+            params["token"] = None
+        return params
+
+
+# What to verify each server's certificate with, by origin: exchangelib builds its own
+# HTTP sessions, so the trust is applied where they send.
+_TRUST: dict[str, str | bool] = {}
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def trust_for(url: str, ca_file: Path | None, verify_tls: bool) -> None:
+    """Verify ``url``'s server with ``ca_file`` (or not at all, if ``verify_tls`` is off)."""
+    _TRUST[_origin(url)] = str(ca_file) if ca_file is not None and verify_tls else verify_tls
+
+
+class _TrustAdapter(requests.adapters.HTTPAdapter):
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        trust = _TRUST.get(_origin(request.url or ""))
+        if trust is not None:
+            kwargs["verify"] = trust
+        return super().send(request, *args, **kwargs)
+
+
+BaseProtocol.HTTP_ADAPTER_CLS = _TrustAdapter
+
+
 class EwsBackend(ThreadedBackend):
     """A room mailbox's calendar on Exchange Server."""
 
@@ -142,6 +215,11 @@ class EwsBackend(ThreadedBackend):
         self._by_uid: dict[str, list[Booking]] = {}
         self._uid_of_item: dict[str, str] = {}
         self._refs: dict[str, tuple[str, str]] = {}
+        self.pushes = settings.ews_streaming
+        self._stream_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._subscription: str | None = None
+        self._closing = False
+        self._streaming: concurrent.futures.Future[None] | None = None
 
     async def open(self) -> None:
         secret = read_secret(self.settings.password_file, "calendar (EWS)")
@@ -150,15 +228,27 @@ class EwsBackend(ThreadedBackend):
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         def guarded() -> T:
             with _errors(self.settings.url):
-                return function(*args)
+                try:
+                    return function(*args)
+                except ews_errors.UnauthorizedError:
+                    if not self._renew_token():
+                        raise
+                    return function(*args)
 
         return await super()._call(guarded)
 
     def _connect(self, secret: str) -> None:
         settings = self.settings
         credentials: Credentials | OAuth2Credentials
+        trust_for(settings.url, settings.ca_file, settings.verify_tls)
         if settings.ews_auth == "oauth":
-            credentials = OAuth2Credentials(
+            token_url = (
+                f"{settings.graph_authority.rstrip('/')}/{settings.graph_tenant}/oauth2/v2.0/token"
+            )
+            trust_for(token_url, settings.ca_file, settings.verify_tls)
+            credentials = _OAuth2Credentials(
+                token_url,
+                access_token=self._first_token(token_url, secret),
                 client_id=settings.graph_client_id,
                 client_secret=secret,
                 tenant_id=settings.graph_tenant,
@@ -186,11 +276,97 @@ class EwsBackend(ThreadedBackend):
         self._folder = account.calendar
         self._account = account
 
+    def _renew_token(self) -> bool:
+        """After a 401 with OAuth: drop the token (it expired or was revoked) and the
+        sessions holding it, so that the next request signs in again. False: not OAuth."""
+        account = self._account
+        if self.settings.ews_auth != "oauth" or account is None:
+            return False
+        account.protocol.credentials.access_token = None
+        account.protocol.close()
+        logger.info("EWS: the OAuth token was refused; signing in again")
+        return True
+
+    def _first_token(self, token_url: str, secret: str) -> OAuth2Token:
+        """Sign in before exchangelib does: its session is left open when sign-in fails.
+
+        exchangelib renews the token itself later, with the same client credentials.
+        """
+        client = BackendApplicationClient(client_id=self.settings.graph_client_id)
+        with OAuth2Session(client=client) as session:
+            token = session.fetch_token(
+                token_url=token_url,
+                client_id=self.settings.graph_client_id,
+                client_secret=secret,
+                include_client_id=True,  # in the form body, as Microsoft's platform expects
+                scope=[OAUTH_SCOPE],
+                timeout=self.settings.timeout_s,
+                verify=_TRUST.get(_origin(token_url), True),
+            )
+        return OAuth2Token(token)
+
     async def close(self) -> None:
+        self._closing = True
+        if self._subscription is not None:
+            # Ending the subscription makes the server close the open stream.
+            with suppress(CalendarError):
+                await self._call(self._unsubscribe, self._subscription)
+        streaming = self._streaming
+        if streaming is not None and not streaming.done():
+            # Let the stream hand its connection back before the connections are closed.
+            with suppress(BaseException):
+                await asyncio.wait_for(asyncio.wrap_future(streaming), STREAM_CLOSE_S)
+        stream, self._stream_executor = self._stream_executor, None
+        if stream is not None:
+            stream.shutdown(wait=False, cancel_futures=True)
         account, self._account = self._account, None
         if account is not None:
             await super()._call(account.protocol.close)
         await super().close()
+
+    # -- streaming notifications
+
+    async def watch(self, changed: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def notify() -> None:
+            with suppress(RuntimeError):  # the loop closed while the stream was open
+                loop.call_soon_threadsafe(changed)
+
+        subscription = await self._call(self._subscribe)
+        self._subscription = subscription
+        try:
+            if self._stream_executor is None:
+                self._stream_executor = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="calendar ews-stream"
+                )
+            self._streaming = self._stream_executor.submit(self._stream, subscription, notify)
+            await asyncio.wrap_future(self._streaming)
+        finally:
+            if self._subscription == subscription and not self._closing:
+                self._subscription = None
+                with suppress(CalendarError):
+                    await asyncio.shield(self._call(self._unsubscribe, subscription))
+
+    def _subscribe(self) -> str:
+        subscription: str = self.folder.subscribe_to_streaming(event_types=CALENDAR_EVENTS)
+        logger.info("EWS streaming notifications: subscribed")
+        return subscription
+
+    def _unsubscribe(self, subscription: str) -> None:
+        if self._subscription == subscription:
+            self._subscription = None
+        self.folder.unsubscribe(subscription)
+
+    def _stream(self, subscription: str, notify: Callable[[], None]) -> None:
+        with _errors(self.settings.url):
+            for notification in self.folder.get_streaming_events(
+                subscription, connection_timeout=STREAM_MINUTES
+            ):
+                if self._closing:
+                    return
+                if notification.events:
+                    notify()
 
     @property
     def folder(self) -> Any:

@@ -6,6 +6,10 @@ renews the token); the room's calendar is read with ``calendarView/delta``, whic
 with recurring meetings expanded and, after the first full read, hands back a delta link
 that returns only what changed. Throttling (429, 503) is reported with the server's
 Retry-After.
+
+The room answers as itself: it accepts new bookings when ``accept_bookings`` is set,
+declines meetings others organised (a no-show), and cancels the ones it organised itself
+(walk-up bookings), because Graph lets only the organizer cancel and no organizer respond.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
 SCOPE = "https://graph.microsoft.com/.default"
 PAGE_SIZE = 200
 MAX_PAGES = 1000
+# The room's answer is still open: Graph's responseStatus values that call for an accept.
+UNANSWERED = frozenset({"none", "notResponded", "tentativelyAccepted"})
+ACCEPT_COMMENT = "The room is booked for you."
 
 
 class _Model(BaseModel):
@@ -71,6 +78,10 @@ class _OnlineMeeting(_Model):
     joinUrl: str | None = None
 
 
+class _ResponseStatus(_Model):
+    response: str = "none"
+
+
 class GraphEvent(_Model):
     """The fields of a Graph event the room reads; others are ignored."""
 
@@ -91,6 +102,7 @@ class GraphEvent(_Model):
     location: _Location | None = None
     body: _Body | None = None
     onlineMeeting: _OnlineMeeting | None = None
+    responseStatus: _ResponseStatus | None = None
 
 
 class GraphPage(_Model):
@@ -143,6 +155,9 @@ class GraphBackend(ThreadedBackend):
         self._delta_link: str | None = None
         self._window: tuple[datetime, datetime] | None = None
         self._events: dict[str, Booking] = {}
+        # Events the room organised itself (walk-up bookings): cancelled, not declined.
+        self._own: set[str] = set()
+        self._to_accept: set[str] = set()
 
     @property
     def _user(self) -> str:
@@ -285,8 +300,10 @@ class GraphBackend(ThreadedBackend):
                 fetched += 1
                 if event.removed is not None:
                     events.pop(event.id, None)
+                    self._to_accept.discard(event.id)
                 else:
                     events[event.id] = self.booking(event)
+                    self._note_answer(event)
             if page.delta_link:
                 self._delta_link = page.delta_link
                 break
@@ -297,8 +314,35 @@ class GraphBackend(ThreadedBackend):
             raise CalendarError(StaleReason.TOO_MANY, f"more than {MAX_PAGES} pages of changes")
         self._events = events
         self._window = (start, end)
+        if self.settings.accept_bookings:
+            await self._accept_pending()
         bookings = sorted(events.values(), key=lambda b: (b.start, b.id))
         return SyncResult(bookings, full=full, fetched=fetched)
+
+    def _note_answer(self, event: GraphEvent) -> None:
+        """Remember whether the room organised ``event`` and whether it still owes an answer."""
+        organizer = event.organizer.emailAddress.address if event.organizer else ""
+        own = organizer.casefold() == self.settings.mailbox.casefold()
+        answer = event.responseStatus.response if event.responseStatus else "none"
+        if own or answer == "organizer":
+            self._own.add(event.id)
+        else:
+            self._own.discard(event.id)
+        pending = not own and answer in UNANSWERED and not event.isCancelled
+        (self._to_accept.add if pending else self._to_accept.discard)(event.id)
+
+    async def _accept_pending(self) -> None:
+        """Accept the bookings the room has not answered yet (the room auto-accepts).
+
+        A refusal is logged and retried at the next sync; it does not fail the sync.
+        """
+        for event_id in sorted(self._to_accept):
+            try:
+                await self.accept(event_id, ACCEPT_COMMENT)
+            except CalendarError as exc:
+                logger.warning("could not accept %s: %s", event_id, exc)
+                continue
+            self._to_accept.discard(event_id)
 
     def booking(self, event: GraphEvent) -> Booking:
         """``event`` as a booking, or `CalendarError` naming what is wrong with it."""
@@ -362,22 +406,43 @@ class GraphBackend(ThreadedBackend):
         }
         created = await self._request("POST", f"{self._user}/events", body)
         try:
-            return self.booking(GraphEvent.model_validate(created))
+            event = GraphEvent.model_validate(created)
         except ValidationError as exc:
             raise CalendarError(
                 StaleReason.BAD_RESPONSE, f"created event: {exc.errors()[0]['msg']}"
             ) from None
+        self._own.add(event.id)
+        return self.booking(event)
 
     async def set_end(self, booking: Booking, end: datetime) -> None:
         body = {"end": {"dateTime": _iso(end), "timeZone": "UTC"}}
         await self._request("PATCH", f"{self._user}/events/{quote(booking.id)}", body)
 
     async def release(self, booking: Booking, message: str) -> None:
-        await self._decline(booking.id, message)
+        await self._give_back(booking.id, message)
 
     async def end_series(self, booking: Booking, message: str) -> None:
-        await self._decline(booking.series_id or booking.id, message)
+        await self._give_back(booking.series_id or booking.id, message)
 
-    async def _decline(self, event_id: str, message: str) -> None:
-        body = {"comment": message, "sendResponse": True}
-        await self._request("POST", f"{self._user}/events/{quote(event_id)}/decline", body)
+    async def _give_back(self, event_id: str, message: str) -> None:
+        """Free the slot: cancel what the room organised, decline what others did."""
+        if event_id in self._own:
+            await self.cancel(event_id, message)
+        else:
+            await self.decline(event_id, message)
+
+    async def accept(self, event_id: str, comment: str) -> None:
+        """Accept a meeting as the room (Graph ``event: accept``), telling the organizer."""
+        await self._respond(event_id, "accept", {"comment": comment, "sendResponse": True})
+
+    async def decline(self, event_id: str, comment: str) -> None:
+        """Decline a meeting as the room (Graph ``event: decline``), telling the organizer."""
+        await self._respond(event_id, "decline", {"comment": comment, "sendResponse": True})
+
+    async def cancel(self, event_id: str, comment: str) -> None:
+        """Cancel a meeting the room organised (Graph ``event: cancel``), telling attendees."""
+        await self._respond(event_id, "cancel", {"comment": comment})
+        self._own.discard(event_id)
+
+    async def _respond(self, event_id: str, action: str, body: dict[str, Any]) -> None:
+        await self._request("POST", f"{self._user}/events/{quote(event_id)}/{action}", body)

@@ -36,6 +36,7 @@ CACHE_FILE = "calendar-cache.json"
 WALK_UP_SUBJECT = "Walk-up meeting"
 RELEASE_CHECK_S = 5.0
 RELEASE_RETRY_S = 60.0
+PUSH_RETRY_S = (5.0, 600.0)  # back-off between push subscriptions that failed
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 
@@ -133,6 +134,8 @@ class CalendarService(Service):
             tasks.create_task(self._sync_loop(), name="calendar:sync")
             tasks.create_task(self._release_loop(), name="calendar:release")
             tasks.create_task(self._follow_meetings(), name="calendar:meetings")
+            if self.backend.pushes:
+                tasks.create_task(self._push_loop(), name="calendar:push")
 
     async def close(self) -> None:
         await self.backend.close()
@@ -222,6 +225,39 @@ class CalendarService(Service):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._sync_now.wait()
+
+    async def _push_loop(self) -> None:
+        """Sync as soon as the server reports a change; polling goes on regardless.
+
+        A refused subscription or a broken stream is retried with back-off, and the poll
+        keeps the agenda fresh meanwhile. After a reconnection the room syncs once, for
+        the changes made while nobody listened.
+        """
+        backoff = Backoff(*PUSH_RETRY_S)
+        first = True
+        while True:
+            if not first:
+                self._sync_now.set()
+            first = False
+            began = asyncio.get_running_loop().time()
+            try:
+                await self.backend.watch(self._sync_now.set)
+            except CalendarError as exc:
+                delay = max(exc.retry_after_s or 0.0, backoff.next_delay())
+                logger.info(
+                    "no push from %s (%s); polling every %g s, subscribing again in %.0f s",
+                    self.backend.name,
+                    exc,
+                    self.settings.poll_seconds,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                lasted = asyncio.get_running_loop().time() - began
+                if lasted >= PUSH_RETRY_S[0]:
+                    backoff.reset()
+                else:  # closed at once: not a stream to rely on, do not hammer the server
+                    await asyncio.sleep(backoff.next_delay())
 
     async def request_sync(self) -> None:
         """Sync now (not waiting for the poll interval) and wait until it has been tried."""

@@ -3,17 +3,22 @@
 It holds a room mailbox's calendar folder and answers the operations a room needs:
 GetFolder, FindItem with a CalendarView (recurring series come expanded), GetItem,
 SyncFolderItems (incremental sync with a SyncState), CreateItem (new items and
-DeclineItem responses), UpdateItem and DeleteItem. It checks Basic credentials, and can be
+DeclineItem responses), UpdateItem and DeleteItem, and streaming notifications (Subscribe
+with a StreamingSubscriptionRequest, GetStreamingEvents as one chunked response carrying a
+SOAP envelope per notification or ConnectionStatus, Unsubscribe). It checks Basic credentials, and can be
 told to answer ErrorServerBusy (throttling) or a SOAP fault. exchangelib talks to it
 unchanged, over HTTP on loopback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote_plus
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -23,6 +28,10 @@ S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
 NS = {"s": S, "m": M, "t": T}
+OAUTH_TENANT = "contoso-tenant"
+OAUTH_CLIENT = "99999999-2222-3333-4444-555555555555"
+OAUTH_SECRET = "ews-app-s3cret"
+OAUTH_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.eyJyb2xlcyI6WyJmdWxsX2FjY2Vzc19hc19hcHAiXX0."
 CALENDAR_ID = "AAMkAGCalendar"
 ROOT_ID = "AAMkAGRoot"
 
@@ -63,7 +72,9 @@ class Change:
 class FakeEws:
     """The mailbox, the request log and the switches a test flips."""
 
-    def __init__(self, username: str = "svc-room", password: str = "s3cret") -> None:
+    def __init__(
+        self, username: str = "svc-room", password: str = "s3cret", oauth: bool = False
+    ) -> None:
         self.items: dict[str, Item] = {}
         self.changes: list[Change] = []
         self.version = 0
@@ -73,6 +84,16 @@ class FakeEws:
         self.garbage_for = 0  # answer this many requests with a web page, not SOAP
         self._auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         self._ids = itertools.count(1)
+        # Streaming notifications: each subscription's queue of events for its open stream;
+        # None closes the stream in order, "break" drops the connection.
+        self.subscriptions: dict[str, asyncio.Queue[Change | str | None]] = {}
+        # OAuth (client credentials at /{tenant}/oauth2/v2.0/token) instead of Basic.
+        self.oauth = oauth
+        self.tokens_issued = 0
+        self.token_lifetime_s = 3599
+        self.token_expiry: dict[str, float] = {}
+        self.refuse_subscribe = 0  # answer this many Subscribe requests with an error
+        self.keepalive_s = 0.5  # ConnectionStatus OK messages while nothing happens
 
     # -- the mailbox, as the organizer's Outlook would change it
 
@@ -95,7 +116,15 @@ class FakeEws:
 
     def _log(self, kind: str, item_id: str) -> None:
         self.version += 1
-        self.changes.append(Change(self.version, kind, item_id))
+        change = Change(self.version, kind, item_id)
+        self.changes.append(change)
+        for queue in self.subscriptions.values():
+            queue.put_nowait(change)
+
+    def break_streams(self) -> None:
+        """Drop every open streaming connection, as a proxy or a server restart would."""
+        for queue in self.subscriptions.values():
+            queue.put_nowait("break")
 
     def occurrences(self, item: Item) -> list[tuple[str, datetime, datetime, datetime, str, str]]:
         """(id, original start, start, end, subject, type) of each occurrence of a master."""
@@ -117,11 +146,45 @@ class FakeEws:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/EWS/Exchange.asmx", self._handle)
+        app.router.add_post(f"/{OAUTH_TENANT}/oauth2/v2.0/token", self._token)
         return app
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != self._auth:
-            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="ews"'})
+    async def _token(self, request: web.Request) -> web.Response:
+        """The identity platform's client-credentials grant, as Microsoft documents it."""
+        form = dict(await request.post())
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        basic = request.headers.get("Authorization", "")
+        if basic.startswith("Basic "):  # client_secret_basic (RFC 6749 2.3.1)
+            client, _, secret = base64.b64decode(basic[6:]).decode().partition(":")
+            form.update(client_id=unquote_plus(client), client_secret=unquote_plus(secret))
+        if form.get("client_id") != OAUTH_CLIENT or form.get("client_secret") != OAUTH_SECRET:
+            return web.json_response(
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided.",
+                },
+                status=401,
+            )
+        if "https://outlook.office365.com/.default" not in str(form.get("scope", "")).split():
+            return web.json_response({"error": "invalid_scope"}, status=400)
+        self.tokens_issued += 1
+        token = f"{OAUTH_TOKEN}{self.tokens_issued}"
+        self.token_expiry[token] = time.monotonic() + self.token_lifetime_s
+        return web.json_response(
+            {"token_type": "Bearer", "expires_in": self.token_lifetime_s, "access_token": token}
+        )
+
+    def _authorized(self, header: str) -> bool:
+        if not self.oauth:
+            return header == self._auth
+        expiry = self.token_expiry.get(header.removeprefix("Bearer "))
+        return expiry is not None and time.monotonic() < expiry
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request.headers.get("Authorization", "")):
+            challenge = "Bearer" if self.oauth else 'Basic realm="ews"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
         body = await request.read()
         try:
             root = etree.fromstring(body)
@@ -139,12 +202,84 @@ class FakeEws:
         if self.busy_for:
             self.busy_for -= 1
             return busy_fault()
+        if name == "GetStreamingEvents":
+            return await self._stream(request, operation)
         handler = getattr(self, f"_{name}", None)
         if handler is None:
             return soap_fault("a:ErrorInvalidRequest", f"{name} is not supported here")
         return envelope(handler(operation))
 
     # -- operations
+
+    def _Subscribe(self, operation: etree._Element) -> str:
+        request = operation.find("m:StreamingSubscriptionRequest", NS)
+        if request is None:
+            return error_response(
+                "Subscribe", "ErrorInvalidSubscriptionRequest", "Only streaming is offered here."
+            )
+        if self.refuse_subscribe:
+            self.refuse_subscribe -= 1
+            return error_response(
+                "Subscribe",
+                "ErrorInvalidSubscriptionRequest",
+                "Streaming notifications are turned off on this server.",
+            )
+        subscription = base64.b64encode(f"stream-{next(self._ids)}".encode()).decode()
+        self.subscriptions[subscription] = asyncio.Queue()
+        return (
+            "<m:SubscribeResponse><m:ResponseMessages>"
+            '<m:SubscribeResponseMessage ResponseClass="Success">'
+            f"<m:ResponseCode>NoError</m:ResponseCode><m:SubscriptionId>{subscription}"
+            "</m:SubscriptionId></m:SubscribeResponseMessage></m:ResponseMessages>"
+            "</m:SubscribeResponse>"
+        )
+
+    def _Unsubscribe(self, operation: etree._Element) -> str:
+        subscription = operation.findtext("m:SubscriptionId", namespaces=NS)
+        queue = self.subscriptions.pop(subscription or "", None)
+        if queue is None:
+            return error_response(
+                "Unsubscribe", "ErrorSubscriptionNotFound", "The subscription was not found."
+            )
+        queue.put_nowait(None)  # its open stream ends with ConnectionStatus Closed
+        return (
+            "<m:UnsubscribeResponse><m:ResponseMessages>"
+            '<m:UnsubscribeResponseMessage ResponseClass="Success">'
+            "<m:ResponseCode>NoError</m:ResponseCode></m:UnsubscribeResponseMessage>"
+            "</m:ResponseMessages></m:UnsubscribeResponse>"
+        )
+
+    async def _stream(self, request: web.Request, operation: etree._Element) -> web.StreamResponse:
+        """GetStreamingEvents: one chunked response, a SOAP envelope per message."""
+        ids = [e.text or "" for e in operation.iterfind("m:SubscriptionIds/t:SubscriptionId", NS)]
+        queue = self.subscriptions.get(ids[0]) if len(ids) == 1 else None
+        if queue is None:
+            return envelope(
+                error_response(
+                    "GetStreamingEvents",
+                    "ErrorInvalidSubscription",
+                    "The subscription is not valid.",
+                )
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/xml; charset=utf-8"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        while True:
+            try:
+                async with asyncio.timeout(self.keepalive_s):
+                    event = await queue.get()
+            except TimeoutError:
+                await response.write(stream_message(connection_status="OK"))
+                continue
+            if event == "break":
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if event is None or isinstance(event, str):
+                await response.write(stream_message(connection_status="Closed"))
+                await response.write_eof()
+                return response
+            await response.write(stream_message(notification=notification_xml(ids[0], event)))
 
     def _GetFolder(self, operation: etree._Element) -> str:
         messages = []
@@ -419,15 +554,45 @@ def item_xml(item: Item, recurrence_id: datetime | None = None) -> str:
     )
 
 
+def notification_xml(subscription: str, change: Change) -> str:
+    kind = {"Create": "CreatedEvent", "Update": "ModifiedEvent", "Delete": "DeletedEvent"}
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"<m:Notification><t:SubscriptionId>{subscription}</t:SubscriptionId>"
+        f"<t:{kind[change.kind]}><t:TimeStamp>{stamp}</t:TimeStamp>"
+        f'<t:ItemId Id="{change.item_id}" ChangeKey="CQAAAA=="/>'
+        '<t:ParentFolderId Id="calendar" ChangeKey="AQAAAA=="/>'
+        f"</t:{kind[change.kind]}></m:Notification>"
+    )
+
+
+def stream_message(notification: str = "", connection_status: str = "") -> bytes:
+    """One GetStreamingEvents message: notifications, or the connection's status."""
+    inner = f"<m:Notifications>{notification}</m:Notifications>" if notification else ""
+    if connection_status:
+        inner += f"<m:ConnectionStatus>{connection_status}</m:ConnectionStatus>"
+    body = (
+        "<m:GetStreamingEventsResponse><m:ResponseMessages>"
+        '<m:GetStreamingEventsResponseMessage ResponseClass="Success">'
+        f"<m:ResponseCode>NoError</m:ResponseCode>{inner}"
+        "</m:GetStreamingEventsResponseMessage></m:ResponseMessages>"
+        "</m:GetStreamingEventsResponse>"
+    )
+    return envelope_text(body).encode()
+
+
 def envelope(body: str) -> web.Response:
-    text = (
+    return web.Response(text=envelope_text(body), content_type="text/xml", charset="utf-8")
+
+
+def envelope_text(body: str) -> str:
+    return (
         '<?xml version="1.0" encoding="utf-8"?>'
         f'<s:Envelope xmlns:s="{S}"><s:Header>'
         f'<h:ServerVersionInfo xmlns:h="{T}" MajorVersion="15" MinorVersion="1" '
         'MajorBuildNumber="2507" MinorBuildNumber="6" Version="V2017_07_11"/>'
         f'</s:Header><s:Body xmlns:m="{M}" xmlns:t="{T}">{body}</s:Body></s:Envelope>'
     )
-    return web.Response(text=text, content_type="text/xml", charset="utf-8")
 
 
 def error_message(operation: str, code: str, text: str, extra: str = "") -> str:

@@ -2,8 +2,9 @@
 
 Token endpoint (client-credentials grant, with the OpenID configuration msal reads first),
 ``calendarView/delta`` with ``@odata.nextLink`` pages and an ``@odata.deltaLink`` that
-returns only later changes (removed events as ``@removed``), and event create, update and
-decline. Served over HTTPS on loopback with a certificate made for the test, because msal
+returns only later changes (removed events as ``@removed``), and event create, update,
+accept, decline and cancel (the answers Microsoft documents: 202 Accepted, no body; only
+the organizer may cancel, and the organizer cannot respond to its own meeting). Served over HTTPS on loopback with a certificate made for the test, because msal
 only accepts an https authority.
 """
 
@@ -82,6 +83,8 @@ class FakeGraph:
     version: int = 0
     requests: list[str] = field(default_factory=list)
     declined: dict[str, str] = field(default_factory=dict)
+    accepted: dict[str, str] = field(default_factory=dict)
+    cancelled: dict[str, str] = field(default_factory=dict)
     throttle_for: int = 0
     garbage_for: int = 0
     tokens_issued: int = 0
@@ -107,6 +110,7 @@ class FakeGraph:
             "attendees": [],
             "location": {"displayName": ""},
             "body": {"contentType": "html", "content": ""},
+            "responseStatus": {"response": "notResponded", "time": "0001-01-01T00:00:00Z"},
             **extra,
         }
         self._changed(event_id)
@@ -154,6 +158,8 @@ class FakeGraph:
         app.router.add_post(users + "/events", self._create)
         app.router.add_patch(users + "/events/{id}", self._patch)
         app.router.add_post(users + "/events/{id}/decline", self._decline)
+        app.router.add_post(users + "/events/{id}/accept", self._accept)
+        app.router.add_post(users + "/events/{id}/cancel", self._cancel)
         return app
 
     @web.middleware
@@ -249,6 +255,7 @@ class FakeGraph:
             parse(body["start"]["dateTime"]),
             parse(body["end"]["dateTime"]),
             organizer={"emailAddress": {"name": "Room 4.12", "address": self.mailbox}},
+            responseStatus={"response": "organizer", "time": "0001-01-01T00:00:00Z"},
         )
         return web.json_response(self.events[event_id], status=201)
 
@@ -261,9 +268,58 @@ class FakeGraph:
         self.update(event_id, **await request.json())
         return web.json_response(self.events[event_id])
 
+    def _organised_by_room(self, event_id: str) -> bool:
+        event = self.events[event_id]
+        return event["organizer"]["emailAddress"]["address"] == self.mailbox
+
+    async def _accept(self, request: web.Request) -> web.Response:
+        event_id = request.match_info["id"]
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("sendResponse", True), bool):
+            return error(400, "ErrorInvalidRequest", "The request body is not valid.")
+        if event_id not in self.events:
+            return error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            )
+        if self._organised_by_room(event_id):
+            return error(
+                400,
+                "ErrorInvalidRequest",
+                "Your request can't be completed. You are the organizer.",
+            )
+        self.accepted[event_id] = body.get("comment", "")
+        self.update(event_id, responseStatus={"response": "accepted", "time": now_text()})
+        return web.Response(status=202)
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        event_id = request.match_info["id"]
+        body = await request.json()
+        if not isinstance(body, dict) or "sendResponse" in body:
+            return error(400, "ErrorInvalidRequest", "The request body is not valid.")
+        if event_id not in self.events:
+            return error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            )
+        if not self._organised_by_room(event_id):
+            return error(
+                400,
+                "ErrorAccessDenied",
+                "Your request can't be completed. You need to be an organizer to cancel a meeting.",
+            )
+        # The organizer's copy of a cancelled meeting leaves its calendar.
+        self.remove(event_id)
+        self.cancelled[event_id] = body.get("comment", "")
+        return web.Response(status=202)
+
     async def _decline(self, request: web.Request) -> web.Response:
         event_id = request.match_info["id"]
         body = await request.json()
+        if event_id in self.events and self._organised_by_room(event_id):
+            return error(
+                400,
+                "ErrorInvalidRequest",
+                "Your request can't be completed. You are the organizer.",
+            )
         gone = [
             i
             for i, e in self.events.items()
@@ -278,6 +334,10 @@ class FakeGraph:
             self.remove(i)
         self.declined[event_id] = body.get("comment", "")
         return web.Response(status=202)
+
+
+def now_text() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
 
 
 def parse(text: str) -> dt.datetime:

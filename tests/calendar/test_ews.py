@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,12 +13,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 
+from roomsystem.calendar import service as calendar_service
 from roomsystem.calendar.ews import EwsBackend
 from roomsystem.calendar.model import CalendarError, StaleReason
 from roomsystem.calendar.service import CalendarService
 from roomsystem.config import CalendarSettings
 from roomsystem.statedir import StateDir
-from tests.calendar.fake_ews import FakeEws
+from tests.calendar.fake_ews import OAUTH_CLIENT, OAUTH_SECRET, OAUTH_TENANT, FakeEws
+from tests.calendar.fake_graph import make_certificate, server_context
 from tests.calendar.helpers import OSLO, Clock, started
 
 ZONE = ZoneInfo(OSLO)
@@ -236,3 +240,198 @@ async def test_a_garbled_answer_keeps_the_agenda(service, ews) -> None:
     assert caught.value.reason is StaleReason.BAD_RESPONSE
     assert [b.id for b in service.state().bookings] == before
     assert service.state().stale_reason is StaleReason.BAD_RESPONSE
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float) -> float:
+    """Seconds until ``condition`` held; fails after ``within_s``."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for _ in range(int(within_s / 0.02)):
+        if condition():
+            return loop.time() - began
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not within {within_s} s")
+
+
+def subject_of(service: CalendarService, booking_id: str) -> str:
+    return next((b.subject for b in service.state().bookings if b.id == booking_id), "")
+
+
+@pytest.fixture
+async def pushed(
+    ews, tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[CalendarService]:
+    """A running service (background loops) that polls only every 30 s."""
+    monkeypatch.setattr(calendar_service, "PUSH_RETRY_S", (0.3, 1.0))
+    fake, url = ews
+    fake.add(uid="review@example.org", subject="Design review", start=at(10), end=at(11))
+    state_dir = StateDir(tmp_path / "state")
+    state_dir.ensure()
+    service = await started(EwsBackend(ews_settings(url, tmp_path), ZONE), state_dir, clock)
+    service.settings = service.settings.model_copy(update={"poll_seconds": 30.0})
+    running = asyncio.create_task(service.run())
+    try:
+        yield service
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await service.close()
+
+
+async def test_a_streamed_change_reaches_the_snapshot_before_the_poll(pushed, ews) -> None:
+    fake, _ = ews
+    await wait_until(lambda: bool(fake.subscriptions), 5)
+    await asyncio.sleep(0.6)  # a keep-alive (ConnectionStatus OK) passes without a sync
+    syncs = fake.requests.count("SyncFolderItems")
+    assert fake.requests.count("GetStreamingEvents") == 1
+    item = next(iter(fake.items))
+    fake.update(item, subject="Design review (moved)")
+    took = await wait_until(
+        lambda: subject_of(pushed, "review@example.org") == "Design review (moved)", 5
+    )
+    assert took < 2.0  # the poll would take 30 s
+    assert fake.requests.count("SyncFolderItems") == syncs + 1  # incremental, not a full read
+
+
+async def test_a_refused_subscription_falls_back_to_polling_and_retries(
+    ews, tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(calendar_service, "PUSH_RETRY_S", (0.3, 1.0))
+    fake, url = ews
+    fake.refuse_subscribe = 2
+    fake.add(uid="review@example.org", subject="Design review", start=at(10), end=at(11))
+    state_dir = StateDir(tmp_path / "state")
+    state_dir.ensure()
+    service = await started(
+        EwsBackend(ews_settings(url, tmp_path), ZONE), state_dir, clock, poll_seconds=0.2
+    )
+    running = asyncio.create_task(service.run())
+    try:
+        # Refused twice: the poll still brings changes.
+        fake.update(next(iter(fake.items)), subject="Polled")
+        await wait_until(lambda: subject_of(service, "review@example.org") == "Polled", 5)
+        await wait_until(lambda: bool(fake.subscriptions), 5)  # the third try is taken
+        assert fake.requests.count("Subscribe") == 3
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await service.close()
+    assert not fake.subscriptions  # closing unsubscribed
+
+
+async def test_a_broken_stream_reconnects_and_catches_up(pushed, ews) -> None:
+    fake, _ = ews
+    await wait_until(lambda: bool(fake.subscriptions), 5)
+    fake.break_streams()
+    fake.update(next(iter(fake.items)), subject="Changed while the stream was down")
+    await wait_until(
+        lambda: subject_of(pushed, "review@example.org") == "Changed while the stream was down",
+        5,
+    )
+    await wait_until(lambda: fake.requests.count("Subscribe") == 2, 5)
+    assert pushed.state().stale is False
+
+
+async def test_streaming_can_be_turned_off(ews, tmp_path: Path, clock: Clock) -> None:
+    fake, url = ews
+    settings = ews_settings(url, tmp_path).model_copy(update={"ews_streaming": False})
+    state_dir = StateDir(tmp_path / "state")
+    state_dir.ensure()
+    service = await started(EwsBackend(settings, ZONE), state_dir, clock)
+    running = asyncio.create_task(service.run())
+    try:
+        await asyncio.sleep(0.5)
+        assert "Subscribe" not in fake.requests
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await service.close()
+
+
+@pytest.fixture
+async def ews_tls(tmp_path: Path) -> AsyncIterator[tuple[FakeEws, str, Path]]:
+    """The fake Exchange over HTTPS with a private CA, signing in with OAuth."""
+    cert, key = make_certificate(tmp_path)
+    fake = FakeEws(oauth=True)
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(cert, key))
+    await site.start()
+    try:
+        yield fake, f"https://127.0.0.1:{runner.addresses[0][1]}", cert
+    finally:
+        await runner.cleanup()
+
+
+def oauth_settings(base: str, cert: Path | None, tmp_path: Path, secret: str) -> CalendarSettings:
+    settings = ews_settings(f"{base}/EWS/Exchange.asmx", tmp_path, password=secret)
+    return settings.model_copy(
+        update={
+            "ews_auth": "oauth",
+            "graph_tenant": OAUTH_TENANT,
+            "graph_client_id": OAUTH_CLIENT,
+            "graph_authority": base,
+            "ca_file": cert,
+        }
+    )
+
+
+async def test_oauth_sign_in_over_tls_with_a_private_ca(ews_tls, tmp_path: Path) -> None:
+    fake, base, cert = ews_tls
+    fake.add(uid="review@example.org", subject="Design review", start=at(10), end=at(11))
+    backend = EwsBackend(oauth_settings(base, cert, tmp_path, OAUTH_SECRET), ZONE)
+    try:
+        await backend.open()
+        result = await backend.sync(DAY, DAY + timedelta(days=1))
+        assert [b.subject for b in result.bookings] == ["Design review"]
+        await backend.sync(DAY, DAY + timedelta(days=1))
+        assert fake.tokens_issued == 1  # the token is kept for its lifetime
+    finally:
+        await backend.close()
+
+
+async def test_a_refused_oauth_sign_in_is_an_auth_error(ews_tls, tmp_path: Path) -> None:
+    fake, base, cert = ews_tls
+    backend = EwsBackend(oauth_settings(base, cert, tmp_path, "wrong-secret"), ZONE)
+    try:
+        with pytest.raises(CalendarError, match="invalid_client") as caught:
+            await backend.open()  # signs in
+        assert fake.tokens_issued == 0
+        assert caught.value.reason is StaleReason.AUTH
+        assert "wrong-secret" not in str(caught.value)
+    finally:
+        await backend.close()
+
+
+async def test_without_the_ca_file_the_certificate_is_refused(ews_tls, tmp_path: Path) -> None:
+    fake, base, _ = ews_tls
+    backend = EwsBackend(oauth_settings(base, None, tmp_path, OAUTH_SECRET), ZONE)
+    try:
+        with pytest.raises(CalendarError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+            await backend.open()
+        assert caught.value.reason is StaleReason.UNREACHABLE
+        assert fake.tokens_issued == 0
+    finally:
+        await backend.close()
+
+
+async def test_an_expired_oauth_token_is_renewed_with_the_client_credentials(
+    ews_tls, tmp_path: Path
+) -> None:
+    fake, base, cert = ews_tls
+    fake.token_lifetime_s = 1
+    fake.add(uid="review@example.org", subject="Design review", start=at(10), end=at(11))
+    backend = EwsBackend(oauth_settings(base, cert, tmp_path, OAUTH_SECRET), ZONE)
+    try:
+        await backend.open()
+        await backend.sync(DAY, DAY + timedelta(days=1))
+        issued = fake.tokens_issued
+        await asyncio.sleep(1.2)
+        result = await backend.sync(DAY, DAY + timedelta(days=1), full=True)
+        assert [b.subject for b in result.bookings] == ["Design review"]
+        assert fake.tokens_issued > issued  # a new client-credentials grant, not a refresh
+    finally:
+        await backend.close()

@@ -172,6 +172,82 @@ async def test_walk_up_and_end_early_as_the_room(service, graph, clock: Clock) -
     assert next(b for b in service.state().bookings if b.id == booked.id).end == at(8, 20)
 
 
+async def test_a_walk_up_ended_as_it_began_is_cancelled_by_the_room(
+    service, graph, clock: Clock
+) -> None:
+    fake, _ = graph
+    clock.now = at(8, 5)
+    booked = await service.book(30, "Walk-up meeting")
+    ended = await service.end_early(None)  # still 08:05: nothing of it is kept
+    assert ended.status == "cancelled"
+    assert fake.cancelled == {booked.id: "Ended early."}
+    assert booked.id not in fake.events
+    assert fake.declined == {}
+    await service.sync()
+    assert booked.id not in {b.id for b in service.state().bookings}
+
+
+async def test_a_released_meeting_of_others_is_declined_not_cancelled(
+    service, graph, clock: Clock
+) -> None:
+    fake, _ = graph
+    clock.now = at(10, 10)
+    assert await service.check_releases() == ["review"]
+    assert "review" in fake.declined
+    assert fake.cancelled == {}
+    assert fake.accepted == {}  # accept_bookings is off by default
+
+
+async def test_only_the_organizer_cancels_and_never_answers_itself(service, graph, clock) -> None:
+    fake, _ = graph
+    backend = service.backend
+    assert isinstance(backend, GraphBackend)
+    with pytest.raises(CalendarError, match="need to be an organizer") as refused:
+        await backend.cancel("review", "no")
+    assert refused.value.reason is StaleReason.BAD_RESPONSE
+    clock.now = at(8, 5)
+    booked = await service.book(15, "Walk-up meeting")
+    with pytest.raises(CalendarError, match="HTTP 400 ErrorInvalidRequest"):
+        await backend.accept(booked.id, "yes")
+    with pytest.raises(CalendarError, match="HTTP 404 ErrorItemNotFound"):
+        await backend.accept("gone", "yes")
+    assert fake.accepted == {}
+    assert "review" in fake.events
+
+
+async def test_the_room_accepts_new_bookings_once_when_set_to(
+    graph, tmp_path: Path, clock: Clock
+) -> None:
+    fake, cert = graph
+    fake.add("Design review", at(10), at(11), id="review")
+    fake.add(
+        "Answered",
+        at(12),
+        at(13),
+        id="answered",
+        responseStatus={"response": "accepted", "time": "2026-03-20T10:00:00Z"},
+    )
+    fake.add("Called off", at(14), at(15), id="off", isCancelled=True)
+    settings = graph_settings(fake, cert, tmp_path).model_copy(update={"accept_bookings": True})
+    state_dir = StateDir(tmp_path / "state")
+    state_dir.ensure()
+    service = await started(GraphBackend(settings, ZONE), state_dir, clock)
+    try:
+        assert fake.accepted == {"review": "The room is booked for you."}
+        assert fake.events["review"]["responseStatus"]["response"] == "accepted"
+        clock.now = at(8, 5)
+        booked = await service.book(15, "Walk-up meeting")
+        fake.add("Late addition", at(16), at(17), id="late")
+        await service.sync()
+        await service.sync()
+        assert sorted(fake.accepted) == ["late", "review"]  # never its own, never twice
+        assert booked.id not in fake.accepted
+        accepts = [r for r in fake.requests if r.endswith("/accept")]
+        assert len(accepts) == 2
+    finally:
+        await service.close()
+
+
 async def test_throttling_and_malformed_json_keep_the_agenda(service, graph) -> None:
     fake, _ = graph
     before = [b.id for b in service.state().bookings]
