@@ -18,6 +18,8 @@ Tests that need a temporary choice use ``with host_addresses(["127.0.0.1"]): ...
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import threading
@@ -25,9 +27,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransport, RTCPeerConnection
 
 from roomsystem.config import IceServerSettings, WebRTCSettings
+
+# Loop turns for a `connect()` that ICE completed just before `close()` to resume.
+LATE_CONSENT_TICKS = 3
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +129,33 @@ def rtc_configuration(
     """
     servers = ice_servers.ice_servers if isinstance(ice_servers, WebRTCSettings) else ice_servers
     return RTCConfiguration(iceServers=[_ice_server(s) for s in servers])
+
+
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """Close ``pc`` and stop the ICE consent checks that aioice may start after closing.
+
+    aioice starts its consent-freshness task when its check list completes; if the
+    connection is closed between that moment and `connect()` resuming, the task starts
+    after `close()` has run and keeps sending checks on a closed connection. Let such a
+    `connect()` resume, then stop the task.
+    """
+    await pc.close()
+    for _ in range(LATE_CONSENT_TICKS):
+        await asyncio.sleep(0)
+    tasks = {
+        task
+        for transceiver in pc.getTransceivers()
+        if transceiver.sender.transport is not None
+        and (task := _consent_task(transceiver.sender.transport.transport)) is not None
+    }
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _consent_task(ice: RTCIceTransport) -> asyncio.Task[None] | None:
+    connection = getattr(ice, "_connection", None)  # aioice's Connection, not public
+    task = getattr(connection, "_query_consent_task", None)
+    return task if isinstance(task, asyncio.Task) and not task.done() else None

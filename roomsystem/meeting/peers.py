@@ -45,6 +45,8 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError
 
+from roomsystem.media.ice import close_peer_connection
+
 logger = logging.getLogger(__name__)
 
 SLOT_COUNT = 3
@@ -549,7 +551,7 @@ class ParticipantPeer:
         for slot in self.slots:
             for track in slot.tracks:
                 track.stop()
-        await self.pc.close()
+        await close_peer_connection(self.pc)
         for fanout in self.incoming.values():
             await fanout.close()
 

@@ -23,6 +23,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.sdp import SessionDescription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from roomsystem.media.ice import close_peer_connection
 from roomsystem.sharing.service import ShareRefused, ShareSession, SharingService
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class ShareEndpoint:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except BaseException:
-            await pc.close()
+            await close_peer_connection(pc)
             raise
         return pc.localDescription.sdp, pc
 
@@ -181,7 +182,7 @@ class ShareEndpoint:
                 await session.ended.wait()
             finally:
                 self._shares.pop(token, None)
-                await pc.close()
+                await close_peer_connection(pc)
 
         task = asyncio.create_task(close_when_ended(), name=f"sharing:pc:{session.id}")
         self._watchers.add(task)
