@@ -48,8 +48,8 @@ SCREENS = ("home", "meeting", "agenda", "settings")
 BOOK_MINUTES = (15, 30, 60)
 PRESETS = (1, 2, 3)
 ZOOM_STEP = 2000
-# The room's own camera on/off, where the meeting service offers it.
-CAMERA_VIDEO_COMMAND = "meeting/camera"
+# The room's own camera on/off (the media service's; participants see black while off).
+CAMERA_VIDEO_COMMAND = "media/camera"
 Enabled = Callable[[LinkState], bool]
 
 
@@ -465,7 +465,13 @@ class PanelApp(App):
         zone = views.room_zone(self.state)
         self.clock_label.text = views.clock_text(now, zone)
         self.date_label.text = views.date_text(now, zone)
-        self._render_check_in(now)
+        # Time alone moves a booking into Now, opens its check-in and shortens the free time.
+        self._render_home(self.state, now)
+        self._enable_actions(self.state)
+
+    def _enable_actions(self, state: LinkState) -> None:
+        for button, command, enabled in self.actions:
+            button.disabled = not (state.offers(command) and enabled(state))
 
     def render(self, state: LinkState) -> None:
         """Show ``state``: called on the UI thread for every change the room sends."""
@@ -477,8 +483,7 @@ class PanelApp(App):
         self._render_meeting(state)
         self._render_agenda(state, now)
         self._render_settings(state)
-        for button, command, enabled in self.actions:
-            button.disabled = not (state.offers(command) and enabled(state))
+        self._enable_actions(state)
         self.named["nav_meeting"].disabled = not views.in_meeting(state)
         in_meeting = views.in_meeting(state) and state.connected
         if in_meeting != self._was_in_meeting:
@@ -658,6 +663,8 @@ class PanelApp(App):
         )
 
     def _render_inputs(self, state: LinkState) -> None:
+        # The buttons are made anew each time: forget the old ones, or the list only grows.
+        self.actions = [a for a in self.actions if a[0].parent is not self.input_row]
         self.input_row.clear_widgets()
         display = views.first_device(state, "display")
         raw = display.get("inputs") if display else None
@@ -760,8 +767,8 @@ class PanelApp(App):
         return bool(display and display.get("online"))
 
     def _camera_on(self) -> bool:
-        meeting = views.meeting(self.state) or {}
-        return bool(meeting.get("camera_on", meeting.get("room_video", True)))
+        media = self.state.section("media") or {}
+        return media.get("camera_on") is not False
 
     def _flag(self, name: str) -> bool:
         return bool((views.meeting(self.state) or {}).get(name))
