@@ -1,13 +1,17 @@
 """The room's main display (Kivy): idle, meeting and sharing screens.
 
 Idle shows who the room is, the time, what comes next and how to share (address, key and a
-QR code of the share page). In a meeting it shows the meeting's participants, their mute
-state and the recording notice; while someone shares it names the sharer.
+QR code of the share page). In a meeting it shows the composed meeting picture (remote
+participants with their names and mute state, the active speaker, shared content), how to
+join and the recording notice; while someone shares, the shared screen fills the display
+and the sharer's name shows for a moment. The pictures come from the daemon's shared
+memory (`controlpanel.video`), everything else from the API.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import segno
@@ -15,16 +19,16 @@ from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
 from kivy.graphics.texture import Texture
-from kivy.uix.gridlayout import GridLayout
+from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.image import Image
 from kivy.uix.screenmanager import FadeTransition, Screen, ScreenManager
 from kivy.uix.widget import Widget
 
 from controlpanel import views
 from controlpanel.client import LinkState, RoomClient
+from controlpanel.video import SharedVideo
 from controlpanel.widgets import (
     BACKGROUND,
-    CARD,
     DANGER,
     MUTED_TEXT,
     WARNING,
@@ -130,49 +134,55 @@ class DisplayApp(App):
         )
 
     def _meeting(self) -> Widget:
-        self.meeting_label = self.name_it("meeting_title", Text("", size=40, bold=True))
-        self.passcode_label = self.name_it("passcode", Text("", size=40, bold=True))
+        self.meeting_label = self.name_it("meeting_title", Text("", size=34, bold=True))
+        self.passcode_label = self.name_it("passcode", Text("", size=34, bold=True))
         self.recording_label = self.name_it(
             "recording_notice", Text("", size=30, color=DANGER, size_hint_y=None, height=0)
         )
-        self.join_label = self.name_it("join", Text("", size=20, color=MUTED_TEXT))
+        self.join_label = self.name_it("join", Text("", size=18, color=MUTED_TEXT))
         self.join_qr = self.name_it("join_qr", Image(fit_mode="contain"))
-        self.tiles = GridLayout(cols=2, spacing=16)
+        self.meeting_video = self.name_it("meeting_video", SharedVideo(size_hint_x=0.7))
+        self.people = column(spacing=4)
         return column(
             self.recording_label,
             row(
-                card(self.tiles, size_hint_x=0.66),
+                self.meeting_video,
                 card(
                     Text(
-                        "Join this meeting", size=28, color=MUTED_TEXT, size_hint_y=None, height=44
+                        "Join this meeting", size=26, color=MUTED_TEXT, size_hint_y=None, height=40
                     ),
                     self.meeting_label,
                     self.passcode_label,
                     self.join_qr,
                     self.join_label,
+                    self.people,
+                    size_hint_x=0.3,
                 ),
-                spacing=24,
+                spacing=16,
             ),
-            padding=32,
+            padding=16,
             spacing=16,
         )
 
     def _sharing(self) -> Widget:
+        self.share_video = self.name_it("share_video", SharedVideo())
         self.sharer_label = self.name_it(
-            "sharer", Text("", size=40, bold=True, halign="center", size_hint_y=0.2)
-        )
-        # Until the room offers the shared screen's video to the display, say so plainly.
-        self.share_frame = self.name_it(
-            "share_frame",
+            "sharer",
             Text(
-                f"Shared screen video {views.NOT_AVAILABLE} on this display",
-                size=28,
-                color=MUTED_TEXT,
+                "",
+                size=40,
+                bold=True,
                 halign="center",
+                size_hint=(1, None),
+                height=96,
+                pos_hint={"top": 1},
             ),
         )
-        paint(self.share_frame, (0, 0, 0, 1))
-        return column(self.sharer_label, self.share_frame, padding=0, spacing=0)
+        screen = FloatLayout()
+        paint(screen, (0, 0, 0, 1))
+        screen.add_widget(self.share_video)
+        screen.add_widget(self.sharer_label)
+        return screen
 
     def on_start(self) -> None:
         self.client.add_listener(self.render)
@@ -196,6 +206,7 @@ class DisplayApp(App):
         self._render_idle(state, now)
         self._render_meeting(state)
         self._render_sharing(state)
+        self._render_video(state)
         share = views.sharing(state)
         if share is not None and share.active:
             self.manager.current = "sharing"
@@ -266,17 +277,27 @@ class DisplayApp(App):
         if people == self._tiles_shown:
             return
         self._tiles_shown = people
-        self.tiles.clear_widgets()
-        self.tiles.cols = 2 if len(people) <= 4 else 3
+        self.people.clear_widgets()
         if not people:
-            self.tiles.add_widget(
-                Text("Waiting for others to join", size=36, color=MUTED_TEXT, halign="center")
+            self.people.add_widget(
+                Text(
+                    "Waiting for others to join",
+                    size=24,
+                    color=MUTED_TEXT,
+                    size_hint_y=None,
+                    height=36,
+                )
             )
-        for person in people[:9]:
+        for person in people[:8]:
             status = "  (muted)" if person.muted else ""
-            tile = Text(f"{person.name}{status}", size=32, halign="center", valign="bottom")
-            paint(tile, CARD)
-            self.tiles.add_widget(self.name_it(f"tile_{person.id}", tile))
+            line = Text(f"{person.name}{status}", size=24, size_hint_y=None, height=36)
+            self.people.add_widget(self.name_it(f"tile_{person.id}", line))
+
+    def _render_video(self, state: LinkState) -> None:
+        feed = views.display_feed(state)
+        source = Path(feed) if feed and state.connected else None
+        self.meeting_video.show(source)
+        self.share_video.show(source)
 
     def _render_sharing(self, state: LinkState) -> None:
         share = views.sharing(state)
@@ -284,6 +305,7 @@ class DisplayApp(App):
         if sharer != self._sharer_shown:
             self._sharer_shown = sharer
             self.sharer_label.text = f"{sharer} is sharing" if sharer else ""
+            paint(self.sharer_label, (0, 0, 0, 0.6 if sharer else 0))
             if sharer:
                 # The name shows for a moment, then the content has the whole screen.
                 Clock.schedule_once(lambda dt: self._hide_sharer(sharer), SHARER_NAME_SHOWN_S)
@@ -291,3 +313,4 @@ class DisplayApp(App):
     def _hide_sharer(self, sharer: str) -> None:
         if self._sharer_shown == sharer:
             self.sharer_label.text = ""
+            paint(self.sharer_label, (0, 0, 0, 0))

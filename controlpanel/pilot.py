@@ -11,7 +11,7 @@ subprocess with an offscreen window and sends requests.
 Requests (``op``): ``tap`` {name}; ``info`` {name}; ``wait`` {name, contains | not_contains,
 timeout}; ``wait_state`` {path, equals, timeout}; ``wait_connected`` {connected, timeout};
 ``tap_rtt`` {name, path, timeout}; ``screen`` {}; ``screenshot`` {path}; ``targets`` {};
-``quit`` {}.
+``video`` {name} (frames a `SharedVideo` showed and their latencies); ``quit`` {}.
 """
 
 from __future__ import annotations
@@ -115,6 +115,18 @@ class PilotServer:
 
     def _op_info(self, request: Mapping[str, Any]) -> None:
         self._reply({"ok": True, **self._describe(self._widget(request["name"]))})
+
+    def _op_video(self, request: Mapping[str, Any]) -> None:
+        video = self._widget(request["name"])
+        self._reply(
+            {
+                "ok": True,
+                "source": str(video.source) if video.source else None,
+                "shown": video.shown,
+                "latencies_ms": list(video.latencies_ms),
+                "on_screen": self._shown(video),
+            }
+        )
 
     def _op_screen(self, request: Mapping[str, Any]) -> None:
         manager = getattr(self.app, "manager", None)

@@ -297,3 +297,10 @@ def banners(state: LinkState, now: datetime) -> list[str]:
         if service.get("error"):
             found.append(f"Service {service.get('name')} failed: {service['error']}")
     return found
+
+
+def display_feed(state: LinkState) -> str | None:
+    """Where the daemon writes the composed display picture (shared memory), if it does."""
+    display = _get(state.section("media"), "display")
+    path = _get(display, "path") if isinstance(display, Mapping) else None
+    return path if isinstance(path, str) and path else None

@@ -21,6 +21,7 @@ from roomsystem.bus import StateBus
 from roomsystem.calendar.state import CalendarState
 from roomsystem.devices.state import DevicesState
 from roomsystem.lifecycle import LifecycleState, Phase, ServiceState
+from roomsystem.media.state import MediaState
 from roomsystem.meeting.state import MeetingState
 from roomsystem.sharing.state import SharingState
 
@@ -73,6 +74,8 @@ class RoomCollector(Collector):
         yield from self._calendar(topics["calendar"])
         if "alerts" in topics:
             yield from self._alerts(topics["alerts"])
+        if "media" in topics:
+            yield from self._media(topics["media"])
         lag = _gauge("event_loop_lag_seconds", "How late the event loop last woke up.")
         lag.add_metric([], self._loop_lag.lag_s)
         yield lag
@@ -130,6 +133,40 @@ class RoomCollector(Collector):
             active.add_metric([severity.value], float(count))
         yield active
 
+    def _media(self, state: object) -> Iterator[Metric]:
+        assert isinstance(state, MediaState)
+        labels = ("stream", "kind")
+        families = {
+            "peers": _gauge("media_stream_peers", "Peers receiving the stream.", labels),
+            "fps": _gauge("media_stream_fps", "Frames encoded per second.", labels),
+            "bitrate_bps": _gauge(
+                "media_stream_bitrate_bps", "Bits per second the encoder put out.", labels
+            ),
+            "target_bitrate_bps": _gauge(
+                "media_stream_target_bitrate_bps",
+                "The bitrate the encoder aims for (the weakest peer's estimate).",
+                labels,
+            ),
+            "fraction_lost": _gauge(
+                "media_stream_fraction_lost",
+                "The worst peer's fraction of packets lost, from its last receiver report.",
+                labels,
+            ),
+            "packets_lost": _gauge(
+                "media_stream_packets_lost", "Packets the current peers reported lost.", labels
+            ),
+        }
+        for stream in state.streams:
+            for field, family in families.items():
+                family.add_metric([stream.name, stream.kind], float(getattr(stream, field)))
+        camera = _gauge("media_camera_on", "1 while the room's camera is on.")
+        camera.add_metric([], float(state.camera_on))
+        recording = _gauge("media_recording", "1 while a recording runs.")
+        recording.add_metric([], float(state.recording))
+        failed = _gauge("media_recording_failed", "1 if the last recording failed.")
+        failed.add_metric([], float(state.recording_error is not None))
+        yield from (*families.values(), camera, recording, failed)
+
 
 class RoomMetrics:
     """The registry behind ``GET /metrics``: the room's collector and the process's."""
@@ -150,7 +187,7 @@ OPENAPI_PATH: dict[str, object] = {
         "responses": {
             "200": {
                 "description": "Lifecycle, devices, meeting, sharing, calendar, alerts, "
-                "event-loop lag and process metrics",
+                "media streams, event-loop lag and process metrics",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
             "401": {"description": "The bearer token is missing or wrong"},

@@ -64,6 +64,7 @@ class Tile:
     rect: Rect
     speaking: bool
     has_video: bool
+    muted: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,11 @@ class _Participant:
     picture: av.VideoFrame | None = None
     task: asyncio.Task[None] | None = None
     frames: int = 0
+    muted: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (muted)" if self.muted else self.name
 
 
 class DisplayOutput:
@@ -235,6 +241,13 @@ class Compositor:
         with self._lock:
             self._participants.setdefault(key, _Participant(name)).name = name
             self._changed = True
+
+    def set_muted(self, key: str, muted: bool) -> None:
+        """Mark ``key``'s tile as muted (its label says so) or not."""
+        with self._lock:
+            entry = self._participants.get(key)
+            if entry is not None and entry.muted != muted:
+                entry.muted, self._changed = muted, True
 
     def set_video(self, key: str, track: MediaStreamTrack) -> None:
         """Show ``track``'s pictures in ``key``'s tile (read here until it ends)."""
@@ -342,11 +355,11 @@ class Compositor:
             if picture is not None:
                 scaled, dx, dy = yuv.fit(picture, rect.w, rect.h)
                 yuv.paste(canvas, scaled, rect.x + dx, rect.y + dy)
-            draw_label(canvas, entry.name, rect)
+            draw_label(canvas, entry.label, rect)
             speaking = key == speaker and len(participants) > 1
             if speaking:
                 _outline(canvas, rect, SPEAKER_BORDER)
-            tiles.append(Tile(key, entry.name, rect, speaking, picture is not None))
+            tiles.append(Tile(key, entry.name, rect, speaking, picture is not None, entry.muted))
         if content is not None and content_rect is not None:
             scaled, dx, dy = yuv.fit(content, content_rect.w, content_rect.h)
             yuv.paste(canvas, scaled, content_rect.x + dx, content_rect.y + dy)

@@ -36,6 +36,9 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     AnyRtcpPacket,
     RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSrPacket,
     unpack_remb_fci,
 )
 from av.audio.codeccontext import AudioCodecContext
@@ -334,6 +337,9 @@ class EncodedStream:
         self.frames_encoded = 0
         self.frames_dropped = 0
         self.keyframes_forced = 0
+        self.bytes_encoded = 0
+        # Each sender's latest RTCP receiver report about this stream: (fraction, lost).
+        self._losses: dict[tuple[Hashable, int], tuple[float, int]] = {}
 
     # -- subscribers (event loop) --------------------------------------------------
 
@@ -375,6 +381,26 @@ class EncodedStream:
         """Drop ``peer``'s estimates (only those through sender ``via``, if given)."""
         if self._bitrate is not None:
             self._bitrate.forget(peer, via)
+        for key in [k for k in self._losses if k[0] == peer and via in (None, k[1])]:
+            del self._losses[key]
+
+    def report_loss(self, peer: Hashable, via: int, report: RtcpReceiverInfo) -> None:
+        """Keep a peer's receiver report (RTCP RR/SR) on this stream."""
+        self._losses[(peer, via)] = (report.fraction_lost / 256, max(0, report.packets_lost))
+
+    @property
+    def fraction_lost(self) -> float:
+        """The worst peer's fraction of packets lost since its previous report (0..1)."""
+        return max((fraction for fraction, _ in self._losses.values()), default=0.0)
+
+    @property
+    def packets_lost(self) -> int:
+        """The packets that the current peers reported lost, summed."""
+        return sum(lost for _, lost in self._losses.values())
+
+    @property
+    def target_bitrate(self) -> int:
+        return self._target()
 
     def attach_sender(self, peer: Hashable, sender: RTCRtpSender) -> None:
         """`attach_sender` for a sender of this stream (any stream's works the same)."""
@@ -430,6 +456,7 @@ class EncodedStream:
                 logger.exception("%s: encoding failed; the frame is dropped", self.name)
                 continue
             self.frames_encoded += 1
+            self.bytes_encoded += sum(packet.size for packet in packets)
             if packets and self._loop is not None:
                 try:
                     self._loop.call_soon_threadsafe(self._deliver, packets)
@@ -478,9 +505,17 @@ class _SenderFeedback:
 
     async def handle_rtcp(self, packet: AnyRtcpPacket) -> None:
         track = self._sender.track
-        if isinstance(track, PacketTrack) and isinstance(packet, RtcpPsfbPacket):
-            self._on_feedback(track.stream, packet)
+        if isinstance(track, PacketTrack):
+            if isinstance(packet, RtcpPsfbPacket):
+                self._on_feedback(track.stream, packet)
+            elif isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+                self._on_reports(track.stream, packet.reports)
         await self._original(packet)
+
+    def _on_reports(self, stream: EncodedStream, reports: list[RtcpReceiverInfo]) -> None:
+        for report in reports:
+            if report.ssrc == self._sender._ssrc:
+                stream.report_loss(self._peer, id(self._sender), report)
 
     def _on_feedback(self, stream: EncodedStream, packet: RtcpPsfbPacket) -> None:
         if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):

@@ -243,9 +243,14 @@ class Recorder:
         """Start recording meeting ``meeting_id``; raises `RecordingError` if it cannot."""
         if self._file is not None:
             return
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", meeting_id):
-            raise RecordingError(f"meeting id {meeting_id!r} cannot name a recording file")
-        self._file = await asyncio.to_thread(self._create, meeting_id)
+        try:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", meeting_id):
+                raise RecordingError(f"meeting id {meeting_id!r} cannot name a recording file")
+            self._file = await asyncio.to_thread(self._create, meeting_id)
+        except RecordingError as exc:
+            self.error = str(exc)  # kept for the room's health until a recording starts
+            raise
+        self.error = None
         self._write_log({"event": "started", "meeting": meeting_id, "file": self._file.path.name})
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,10 @@ import av
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
 
 from roomsystem.bus import StateBus
+from roomsystem.commands import Arguments, Command
 from roomsystem.config import MediaSettings, WebRTCSettings
 from roomsystem.lifecycle import Service
+from roomsystem.media import yuv
 from roomsystem.media.capture import (
     AudioCapture,
     AudioSource,
@@ -55,10 +58,18 @@ from roomsystem.media.mixer import ROOM, AudioMixer
 from roomsystem.media.playback import PlaybackError, SpeakerPlayback
 from roomsystem.media.recorder import Recorder
 from roomsystem.media.shm import SharedFrameWriter, default_path
+from roomsystem.media.state import DisplayFeed, MediaState, StreamStats
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_INTERVAL_S = 1.0
+STATS_INTERVAL_S = 1.0
+# While the camera is off, peers get a black picture this often (new peers need one).
+CAMERA_OFF_FRAME_S = 1.0
+
+
+class CameraArgs(Arguments):
+    on: bool
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,8 @@ class MediaService(Service):
         self._tasks: list[asyncio.Task[None]] = []
         self._undo_ice: Callable[[], None] | None = None
         self._content_by: str | None = None
+        self._camera_on = True
+        self._stats = _StreamMeter()
         # The composed picture for the display app, in shared memory (see media/shm.py).
         self.display_shm_path = display_shm or default_path(state_dir)
         self._shm: SharedFrameWriter | None = None
@@ -204,9 +217,13 @@ class MediaService(Service):
         )
         self._unlisten_shm = self.display.listen(self._shm.write)
         self.compositor.start()
-        self._tasks = [asyncio.ensure_future(self.mixer.run())]
+        self._tasks = [
+            asyncio.ensure_future(self.mixer.run()),
+            asyncio.ensure_future(self._black_while_camera_off()),
+        ]
         if self._bus is not None:
-            self._tasks.append(asyncio.ensure_future(self._follow_room_audio(self._bus)))
+            self._tasks.append(asyncio.ensure_future(self._follow_room(self._bus)))
+            self._tasks.append(asyncio.ensure_future(self._publish_stats()))
         if self._write_snapshots:
             self._tasks.append(asyncio.ensure_future(self._write_display_snapshots()))
         if self.settings.speaker:
@@ -256,6 +273,7 @@ class MediaService(Service):
             self._undo_ice()
             self._undo_ice = None
         self._loop = None
+        self._publish()
 
     def _stop_threads(self) -> None:
         self._video_capture.stop()
@@ -264,13 +282,86 @@ class MediaService(Service):
             stream.stop_encoder()
 
     def _capture_needed(self, _active: bool) -> None:
-        video = self.camera.subscribers > 0
+        # A camera turned off is not read at all (its light goes out), not just hidden.
+        video = self.camera.subscribers > 0 and self._camera_on
         audio = self.microphone.subscribers > 0 or self.recorder.recording
         for capture, wanted in ((self._video_capture, video), (self._audio_capture, audio)):
             if wanted:
                 capture.start()
             else:
                 capture.stop()
+        self._publish()
+
+    # -- the room's camera -----------------------------------------------------------
+
+    @property
+    def camera_on(self) -> bool:
+        return self._camera_on
+
+    def set_camera_on(self, on: bool) -> None:
+        """Turn the room's camera on or off for everyone who receives it."""
+        if on != self._camera_on:
+            self._camera_on = on
+            logger.info("room camera %s", "on" if on else "off")
+            self._capture_needed(on)
+
+    async def _black_while_camera_off(self) -> None:
+        black = yuv.blank(self.compositor.width, self.compositor.height)
+        while True:
+            if not self._camera_on and self.camera.subscribers:
+                self.camera.push(black)
+            await asyncio.sleep(CAMERA_OFF_FRAME_S)
+
+    def commands(self) -> list[Command]:
+        return [
+            Command(
+                "media/camera",
+                "Turn the room's camera on or off (off: participants see black).",
+                CameraArgs,
+                MediaState,
+                self._api_camera,
+            )
+        ]
+
+    async def _api_camera(self, args: CameraArgs) -> MediaState:
+        self.set_camera_on(args.on)
+        return self.snapshot()
+
+    # -- the media topic -------------------------------------------------------------
+
+    def snapshot(self) -> MediaState:
+        running = self._loop is not None
+        display = None
+        if running:
+            display = DisplayFeed(
+                path=str(self.display_shm_path),
+                width=self.compositor.width,
+                height=self.compositor.height,
+                frame_rate=self.compositor.frame_rate,
+                frames=self.display.frames,
+            )
+        return MediaState(
+            running=running,
+            camera_on=self._camera_on,
+            display=display,
+            streams=self._stats.streams,
+            recording=self.recorder.recording,
+            recording_error=self.recorder.error,
+        )
+
+    def _publish(self) -> None:
+        if self._bus is not None:
+            self._bus.publish("media", self.snapshot())
+
+    async def _publish_stats(self) -> None:
+        while True:
+            self._stats.measure(self._all_streams())
+            self._publish()
+            await asyncio.sleep(STATS_INTERVAL_S)
+
+    def _all_streams(self) -> list[EncodedStream]:
+        forwarded = [s for f in self._forwards.values() for s in (f.audio, f.video)]
+        return [self.camera, self.content, self.microphone, *forwarded]
 
     # -- outgoing ----------------------------------------------------------------------
 
@@ -335,14 +426,18 @@ class MediaService(Service):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.mixer.feed, ROOM, "Room", frame)
 
-    async def _follow_room_audio(self, bus: StateBus) -> None:
-        """Follow ``devices.audio``: silence while the mic is muted; the speaker's volume."""
+    async def _follow_room(self, bus: StateBus) -> None:
+        """Follow ``devices.audio`` (silence while the mic is muted; the speaker's volume)
+        and the meeting (the camera comes back on when a meeting ends, so that the next
+        one does not start dark by surprise)."""
         with bus.subscribe() as subscription:
             if "devices" in subscription.snapshot.topics:
                 self._take_room_audio(subscription.snapshot.topics["devices"])
             async for change in subscription:
                 if change.topic == "devices":
                     self._take_room_audio(change.value)
+                elif change.topic == "meeting" and not getattr(change.value, "in_meeting", True):
+                    self.set_camera_on(True)
 
     def _take_room_audio(self, devices: object) -> None:
         audio = getattr(devices, "audio", None)
@@ -421,6 +516,7 @@ class MediaService(Service):
     def set_muted(self, peer_id: str, muted: bool) -> None:
         """Keep (or stop keeping) ``peer_id``'s audio out of the mix and from the others."""
         self.mixer.set_muted(peer_id, muted)
+        self.compositor.set_muted(peer_id, muted)
         if muted:
             self._muted.add(peer_id)
         else:
@@ -466,6 +562,40 @@ class MediaService(Service):
                 )
             except OSError as exc:
                 logger.warning("cannot write the display snapshot in %s: %s", directory, exc)
+
+
+class _StreamMeter:
+    """Turns the streams' counters into rates between two measurements."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int, int]] = {}
+        self.streams: tuple[StreamStats, ...] = ()
+
+    def measure(self, streams: list[EncodedStream]) -> None:
+        now = time.monotonic()
+        last, self._last = self._last, {}
+        measured = []
+        for stream in streams:
+            self._last[stream.name] = (now, stream.frames_encoded, stream.bytes_encoded)
+            then, frames, sent = last.get(stream.name, self._last[stream.name])
+            elapsed = now - then
+            measured.append(
+                StreamStats(
+                    name=stream.name,
+                    kind=stream.kind,
+                    peers=stream.subscribers,
+                    fps=round((stream.frames_encoded - frames) / elapsed, 1) if elapsed else 0.0,
+                    bitrate_bps=round((stream.bytes_encoded - sent) * 8 / elapsed)
+                    if elapsed
+                    else 0,
+                    target_bitrate_bps=stream.target_bitrate,
+                    keyframes_forced=stream.keyframes_forced,
+                    frames_dropped=stream.frames_dropped,
+                    fraction_lost=round(stream.fraction_lost, 4),
+                    packets_lost=stream.packets_lost,
+                )
+            )
+        self.streams = tuple(measured)
 
 
 class _Tap(MediaStreamTrack):

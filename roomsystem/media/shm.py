@@ -100,6 +100,16 @@ class SharedFrameWriter:
 
 
 @dataclass(frozen=True)
+class RawFrame:
+    """A copy of one frame's planes as they lie in the ring: Y, then U, then V (writable,
+    as OpenGL uploads want it)."""
+
+    seq: int
+    time: float
+    data: bytearray
+
+
+@dataclass(frozen=True)
 class SharedFrame:
     seq: int
     time: float
@@ -112,31 +122,57 @@ class SharedFrameReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         with path.open("rb") as file:
+            self._inode = os.fstat(file.fileno()).st_ino
             self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        if len(self._map) < HEADER_BYTES:
+            self._map.close()
+            raise ValueError(f"{path} is too short for a display frame file")
         magic, version, width, height, slots, frame_bytes, _ = HEADER.unpack_from(self._map)
-        if magic != MAGIC or version != VERSION:
+        size = HEADER_BYTES + slots * (SLOT_HEADER.size + frame_bytes)
+        if magic != MAGIC or version != VERSION or frame_bytes != width * height * 3 // 2:
             self._map.close()
             raise ValueError(f"{path} is not a display frame file (version {VERSION})")
+        if len(self._map) < size or slots == 0:
+            self._map.close()
+            raise ValueError(f"{path} is shorter than its header says ({len(self._map)} bytes)")
         self.width, self.height, self.slots, self.frame_bytes = width, height, slots, frame_bytes
         self._slot_bytes = SLOT_HEADER.size + frame_bytes
 
-    def latest(self) -> SharedFrame | None:
-        """A copy of the newest complete frame, or None if there is none (yet)."""
+    @property
+    def latest_seq(self) -> int:
+        """The sequence number of the newest complete frame (0: none yet); no copy."""
+        (seq,) = struct.unpack_from("<Q", self._map, LATEST_OFFSET)
+        return int(seq)
+
+    def replaced(self) -> bool:
+        """Whether the writer went away or made a new file (the room restarted)."""
+        try:
+            return os.stat(self.path).st_ino != self._inode
+        except OSError:
+            return True
+
+    def latest_raw(self) -> RawFrame | None:
+        """A copy of the newest complete frame's planes, or None if there is none (yet)."""
         for _ in range(READ_ATTEMPTS):
-            (seq,) = struct.unpack_from("<Q", self._map, LATEST_OFFSET)
+            seq = self.latest_seq
             if seq == 0:
                 return None
             start = HEADER_BYTES + (seq % self.slots) * self._slot_bytes
             before, at = SLOT_HEADER.unpack_from(self._map, start)
-            data = bytes(self._map[start + SLOT_HEADER.size : start + self._slot_bytes])
+            with memoryview(self._map) as whole:
+                data = bytearray(whole[start + SLOT_HEADER.size : start + self._slot_bytes])
             (after,) = struct.unpack_from("<Q", self._map, start)
             if before == seq == after:
-                return SharedFrame(seq, at, self._frame(data))
+                return RawFrame(seq, at, data)
         return None
 
-    def _frame(self, data: bytes) -> av.VideoFrame:
-        rows = np.frombuffer(data, dtype=np.uint8).reshape(self.height * 3 // 2, self.width)
-        return av.VideoFrame.from_ndarray(rows, format="yuv420p")
+    def latest(self) -> SharedFrame | None:
+        """A copy of the newest complete frame, or None if there is none (yet)."""
+        raw = self.latest_raw()
+        if raw is None:
+            return None
+        rows = np.frombuffer(raw.data, dtype=np.uint8).reshape(self.height * 3 // 2, self.width)
+        return SharedFrame(raw.seq, raw.time, av.VideoFrame.from_ndarray(rows, format="yuv420p"))
 
     def close(self) -> None:
         self._map.close()
