@@ -179,7 +179,6 @@ class DisplayApp(App):
             ),
         )
         screen = FloatLayout()
-        paint(screen, (0, 0, 0, 1))
         screen.add_widget(self.share_video)
         screen.add_widget(self.sharer_label)
         return screen

@@ -170,3 +170,8 @@ class SharedVideo(Widget):
         w, h = width * scale, height * scale
         self._picture.pos = (self.x + (self.width - w) / 2, self.y + (self.height - h) / 2)
         self._picture.size = (w, h)
+        # Shown pixel for pixel, nearest sampling gives the same picture at half the cost of
+        # filtering (which a software renderer feels); scaled, filtering keeps text legible.
+        sampling = "nearest" if abs(scale - 1) < 0.01 else "linear"
+        for texture in self._planes:
+            texture.mag_filter = texture.min_filter = sampling

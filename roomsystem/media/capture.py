@@ -162,6 +162,10 @@ class _Capture(Generic[FrameT]):
         self._thread.stop()
 
     @property
+    def running(self) -> bool:
+        return self._thread.running
+
+    @property
     def error(self) -> str | None:
         return self._thread.error
 
@@ -199,12 +203,17 @@ class VideoCapture(_Capture[av.VideoFrame]):
     def _stamped(self, frame: av.VideoFrame) -> av.VideoFrame:
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
-        # A raw picture comes out of FFmpeg marked "I"; left so, an encoder
-        # (aiortc's included) would make every frame a keyframe.
-        frame.pict_type = av.video.frame.PictureType.NONE
-        frame.pts = round(media_clock() / VIDEO_TIME_BASE)
-        frame.time_base = VIDEO_TIME_BASE
-        return frame
+        return stamped_now(frame)
+
+
+def stamped_now(frame: av.VideoFrame) -> av.VideoFrame:
+    """``frame`` timed as captured now, on the room's media clock."""
+    # A raw picture comes out of FFmpeg marked "I"; left so, an encoder
+    # (aiortc's included) would make every frame a keyframe.
+    frame.pict_type = av.video.frame.PictureType.NONE
+    frame.pts = round(media_clock() / VIDEO_TIME_BASE)
+    frame.time_base = VIDEO_TIME_BASE
+    return frame
 
 
 class AudioCapture(_Capture[av.AudioFrame]):

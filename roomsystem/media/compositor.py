@@ -125,7 +125,11 @@ def plan(width: int, height: int, count: int, content: bool) -> tuple[list[Rect]
     """
     if not content:
         return fitting_grid(count, Rect(0, 0, width, height)), None
-    content_w = _even(width * CONTENT_SHARE) if count else width
+    if not count:
+        # Content alone fills the display edge to edge: a laptop's screen shown as it is,
+        # and a picture of the display's size needs no scaling.
+        return [], Rect(0, 0, width, height)
+    content_w = _even(width * CONTENT_SHARE)
     content_rect = Rect(GAP, GAP, max(2, content_w - 2 * GAP), max(2, height - 2 * GAP))
     column = Rect(content_w, 0, width - content_w, height)
     return fitting_grid(count, column), content_rect

@@ -40,6 +40,7 @@ from roomsystem.media.capture import (
     VideoCapture,
     VideoSource,
     silence_like,
+    stamped_now,
 )
 from roomsystem.media.compositor import Compositor, DisplayLayout, DisplayOutput
 from roomsystem.media.encoding import (
@@ -306,10 +307,10 @@ class MediaService(Service):
             self._capture_needed(on)
 
     async def _black_while_camera_off(self) -> None:
-        black = yuv.blank(self.compositor.width, self.compositor.height)
+        width, height = self.compositor.width, self.compositor.height
         while True:
             if not self._camera_on and self.camera.subscribers:
-                self.camera.push(black)
+                self.camera.push(stamped_now(yuv.blank(width, height)))
             await asyncio.sleep(CAMERA_OFF_FRAME_S)
 
     def commands(self) -> list[Command]:

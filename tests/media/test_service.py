@@ -22,6 +22,7 @@ from roomsystem.media import yuv
 from roomsystem.media.playback import PlaybackError, at_volume, open_speaker
 from roomsystem.media.recorder import RecordingError
 from roomsystem.media.service import MediaService
+from roomsystem.media.state import MediaState
 from tests.media.conftest import Counted, Peers, _consume, wait_for
 
 SETTINGS = MediaSettings(video_size="640x360", frame_rate=15)
@@ -299,7 +300,9 @@ def _loudest(frame: av.AudioFrame | av.VideoFrame | None) -> int:
 
 
 async def test_the_room_mic_follows_the_devices_mute(peers: Peers, tmp_path: Path) -> None:
-    bus = StateBus({"devices": DevicesState(audio=RoomAudio(mic_muted=True))})
+    bus = StateBus(
+        {"devices": DevicesState(audio=RoomAudio(mic_muted=True)), "media": MediaState()}
+    )
     service = MediaService(SETTINGS, LOOPBACK_ONLY, bus, state_dir=tmp_path)
     await service.start()
     try:
