@@ -20,10 +20,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from roomsystem.devices.profiles import load_profile
+from roomsystem.devices.profiles import DEFAULT_PROFILES_DIR, load_profile
 from roomsystem.drivers.link import StreamLink
 from roomsystem.drivers.mdc import Command, MdcDisplay
 from roomsystem.drivers.mdc_sim import MdcSimulator
@@ -31,7 +30,7 @@ from roomsystem.drivers.simulator import PtyServer, Session, SimulatedDevice
 from roomsystem.drivers.visca import ViscaCamera
 from roomsystem.drivers.visca_sim import ViscaSimulator
 
-PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
+PROFILES = DEFAULT_PROFILES_DIR
 # Samsung's MDC manual fixes RS-232C at 9600 8N1; the shipped Samsung profile uses TCP.
 MDC_SERIAL_BAUD = 9600
 WARMUP = 5

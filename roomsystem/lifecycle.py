@@ -5,6 +5,11 @@ setup phase every service does its part (`Service.setup`); when all have done it
 failed, the room moves on. A service that fails is reported with the kind of error and
 retried with exponential backoff from its first phase, in the background: it never
 stops the room. Each supervisor owns exactly one task and cancels and awaits it on close.
+
+The lifecycle keeps a short history for support: each phase the room entered and each
+time a service failed, was retried, ran or stopped. Only changes are kept, and only the
+last `HISTORY_KEPT`: a service that fails the same way on every retry adds one failure
+and one retry, however long it keeps trying.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from roomsystem.commands import Command
 from roomsystem.errors import ErrorKind, error_kind
@@ -37,6 +42,7 @@ class Phase(StrEnum):
 
 SETUP_PHASES = (Phase.PROFILES, Phase.DISCOVER, Phase.CONNECT)
 _ORDER = {phase: index for index, phase in enumerate(Phase)}
+HISTORY_KEPT = 50
 
 
 class ServiceState(StrEnum):
@@ -61,8 +67,56 @@ class ServiceStatus(BaseModel):
     retry_at: datetime | None = None
 
 
+class PhaseEntered(BaseModel):
+    """History: the room entered ``phase``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["phase"] = "phase"
+    at: datetime
+    phase: Phase
+
+
+ServiceChange = Literal["failed", "retrying", "running", "stopped"]
+
+
+class ServiceChanged(BaseModel):
+    """History: a service failed (in ``phase``, with the error), was retried, ran or stopped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["service"] = "service"
+    at: datetime
+    service: str
+    change: ServiceChange
+    phase: Phase | None = None
+    error_kind: ErrorKind | None = None
+    error: str | None = None
+    failures: int = 0
+    # The same failure again since (see `history_with`): how often, and when last.
+    repeats: int = 0
+    last_at: datetime | None = None
+
+
+HistoryEntry = Annotated[PhaseEntered | ServiceChanged, Field(discriminator="kind")]
+
+
+class WebStatus(BaseModel):
+    """Whether the meeting site (the HTTPS site participants join at) listens, and where.
+
+    ``error`` says why it does not; not listening without an error means the room hosts
+    no meetings, or has not started the site yet.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    listening: bool = False
+    url: str = ""
+    error: str | None = None
+
+
 class LifecycleState(BaseModel):
-    """The room's phase and every service's status."""
+    """The room's phase, every service's status, the meeting site's and recent changes."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -70,6 +124,9 @@ class LifecycleState(BaseModel):
     started_at: datetime | None = None
     ready_at: datetime | None = None
     services: tuple[ServiceStatus, ...] = ()
+    web: WebStatus = WebStatus()
+    # Oldest first, at most HISTORY_KEPT entries.
+    history: tuple[HistoryEntry, ...] = ()
 
     @property
     def degraded(self) -> bool:
@@ -238,10 +295,100 @@ class Supervisor:
         self._report(self.status)
 
 
-def lifecycle_with(state: LifecycleState, status: ServiceStatus) -> LifecycleState:
-    """``state`` with ``status`` replacing the service of the same name."""
+def lifecycle_with(
+    state: LifecycleState, status: ServiceStatus, at: datetime | None = None
+) -> LifecycleState:
+    """``state`` with ``status`` replacing the service of the same name, and in the
+    history if that is a change worth keeping (see `history_with`)."""
     services = tuple(status if s.name == status.name else s for s in state.services)
-    return state.model_copy(update={"services": services})
+    history = state.history
+    entry = service_change(status, at or datetime.now(UTC))
+    if entry is not None:
+        history = history_with(history, entry)
+    return state.model_copy(update={"services": services, "history": history})
+
+
+def lifecycle_in(state: LifecycleState, phase: Phase, at: datetime | None = None) -> LifecycleState:
+    """``state`` in ``phase``, the move kept in the history."""
+    history = state.history
+    entered = [entry.phase for entry in history if isinstance(entry, PhaseEntered)]
+    if not entered or entered[-1] is not phase:
+        history = with_entry(history, PhaseEntered(at=at or datetime.now(UTC), phase=phase))
+    return state.model_copy(update={"phase": phase, "history": history})
+
+
+def with_entry(
+    history: tuple[HistoryEntry, ...], entry: HistoryEntry, kept: int = HISTORY_KEPT
+) -> tuple[HistoryEntry, ...]:
+    """``history`` with ``entry`` added, and the oldest dropped beyond ``kept``."""
+    return (*history, entry)[-kept:]
+
+
+def service_change(status: ServiceStatus, at: datetime) -> ServiceChanged | None:
+    """What ``status`` means for the history; None for a first start, which the
+    phases already tell."""
+    change: ServiceChange
+    if status.state is ServiceState.FAILED:
+        change = "failed"
+    elif status.state is ServiceState.RUNNING:
+        change = "running"
+    elif status.state is ServiceState.STOPPED:
+        change = "stopped"
+    elif status.state is ServiceState.STARTING and status.failures:
+        change = "retrying"
+    else:
+        return None
+    failed = change == "failed"
+    return ServiceChanged(
+        at=at,
+        service=status.name,
+        change=change,
+        phase=status.phase if failed else None,
+        error_kind=status.error_kind if failed else None,
+        error=status.error if failed else None,
+        failures=status.failures,
+    )
+
+
+def history_with(
+    history: tuple[HistoryEntry, ...], entry: ServiceChanged
+) -> tuple[HistoryEntry, ...]:
+    """``history`` with what ``entry`` changes about its service.
+
+    A failure like the service's last one, with nothing but retries and runs since, is
+    the same trouble again: it is counted on that entry (``repeats``, ``last_at``), and
+    the retries and runs that follow add nothing. So a service that fails, or runs and
+    crashes, every few seconds cannot flood the history.
+    """
+    own = [e for e in history if isinstance(e, ServiceChanged) and e.service == entry.service]
+    if entry.change == "failed":
+        return _with_failure(history, _last_failure(own), entry)
+    last = own[-1].change if own else None
+    news = last in (None, "failed") if entry.change == "retrying" else last != entry.change
+    return with_entry(history, entry) if news else history
+
+
+def _last_failure(own: Sequence[ServiceChanged]) -> ServiceChanged | None:
+    """The service's last failure, unless it stopped since."""
+    for earlier in reversed(own):
+        if earlier.change == "stopped":
+            return None
+        if earlier.change == "failed":
+            return earlier
+    return None
+
+
+def _with_failure(
+    history: tuple[HistoryEntry, ...], last: ServiceChanged | None, failure: ServiceChanged
+) -> tuple[HistoryEntry, ...]:
+    if last is None or (last.error_kind, last.error) != (failure.error_kind, failure.error):
+        return with_entry(history, failure)
+    if failure.failures <= last.failures:
+        return history  # the same failure once more, with its retry time added
+    counted = last.model_copy(
+        update={"repeats": last.repeats + 1, "last_at": failure.at, "failures": failure.failures}
+    )
+    return tuple(counted if entry is last else entry for entry in history)
 
 
 def initial_statuses(services: Sequence[Service]) -> tuple[ServiceStatus, ...]:

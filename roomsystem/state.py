@@ -10,6 +10,7 @@ from roomsystem.appliance.alerts import AlertsState
 from roomsystem.calendar.state import CalendarState
 from roomsystem.devices.state import DevicesState
 from roomsystem.lifecycle import LifecycleState
+from roomsystem.media.state import MediaState
 from roomsystem.meeting.state import MeetingState
 from roomsystem.sharing.state import SharingState
 
@@ -39,6 +40,7 @@ class RoomState(BaseModel):
     sharing: SharingState
     calendar: CalendarState
     alerts: AlertsState
+    media: MediaState
 
 
 TOPICS = tuple(RoomState.model_fields)

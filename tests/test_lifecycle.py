@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -10,7 +11,19 @@ import pytest
 from roomsystem.config import Settings
 from roomsystem.daemon import Daemon
 from roomsystem.errors import DeviceError, ErrorKind
-from roomsystem.lifecycle import Backoff, LifecycleState, Phase, Service, ServiceState
+from roomsystem.lifecycle import (
+    HISTORY_KEPT,
+    Backoff,
+    LifecycleState,
+    Phase,
+    PhaseEntered,
+    Service,
+    ServiceChanged,
+    ServiceState,
+    ServiceStatus,
+    lifecycle_in,
+    lifecycle_with,
+)
 from tests.conftest import only
 from tests.util import until_lifecycle
 
@@ -137,6 +150,14 @@ async def test_stop_closes_every_service(settings: Settings) -> None:
     await running.stop()
     assert recorder.closed == 1
     assert [s.state for s in running.room.lifecycle.services] == [ServiceState.STOPPED] * 2
+    history = running.room.lifecycle.history
+    stopping = [e for e in history if isinstance(e, PhaseEntered)][-1]
+    assert stopping.phase is Phase.STOPPING
+    after = history[history.index(stopping) + 1 :]
+    assert {(e.service, e.change) for e in after if isinstance(e, ServiceChanged)} == {
+        ("recorder", "stopped"),
+        ("display", "stopped"),
+    }
 
 
 async def test_a_service_that_hangs_in_setup_times_out_and_does_not_block_ready(
@@ -203,3 +224,99 @@ def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
         assert nominal * 0.9 <= delay <= nominal * 1.1
     backoff.reset()
     assert backoff.next_delay() <= 1.1
+
+
+def changes_of(state: LifecycleState, service: str) -> list[ServiceChanged]:
+    return [e for e in state.history if isinstance(e, ServiceChanged) and e.service == service]
+
+
+async def test_the_history_shows_the_phases_and_a_failure_then_the_recovery(
+    daemon: Daemon,
+) -> None:
+    await asyncio.wait_for(daemon.room.ready.wait(), 5)
+    state = await until_lifecycle(
+        daemon.room.bus, lambda s: s.services[1].state is ServiceState.RUNNING
+    )
+    phases = [e.phase for e in state.history if isinstance(e, PhaseEntered)]
+    assert phases == [Phase.CONFIG, Phase.PROFILES, Phase.DISCOVER, Phase.CONNECT, Phase.READY]
+    failed, retrying, running = changes_of(state, "camera")
+    assert (failed.change, failed.phase, failed.error_kind, failed.error) == (
+        "failed",
+        Phase.DISCOVER,
+        ErrorKind.DEVICE,
+        "no camera on /dev/video0",
+    )
+    # It failed twice the same way: one entry that counts the second time.
+    assert (failed.repeats, failed.failures) == (1, 2)
+    assert failed.last_at is not None
+    assert failed.last_at > failed.at
+    assert retrying.change == "retrying"
+    assert (running.change, running.failures) == ("running", 2)
+    assert failed.at <= retrying.at <= running.at
+    appended = [e.at for e in state.history]
+    assert appended == sorted(appended)
+    # The recorder started once and never failed: it ran, and that is all.
+    assert [e.change for e in changes_of(state, "recorder")] == ["running"]
+
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def status(state: ServiceState, failures: int, error: str | None = None) -> ServiceStatus:
+    return ServiceStatus(
+        name="calendar",
+        state=state,
+        phase=Phase.CONNECT if error else None,
+        error=error,
+        error_kind=ErrorKind.PROTOCOL if error else None,
+        failures=failures,
+    )
+
+
+def test_a_service_failing_the_same_way_again_and_again_does_not_flood_the_history() -> None:
+    state = lifecycle_in(LifecycleState(services=(status(ServiceState.WAITING, 0),)), Phase.READY)
+    at = T0
+    for failures in range(1, 201):
+        at += timedelta(seconds=3)
+        failed = status(ServiceState.FAILED, failures, "bad answer from the server")
+        state = lifecycle_with(state, failed, at)
+        # The supervisor reports the retry time as an update of the same failure.
+        state = lifecycle_with(state, failed.model_copy(update={"retry_at": at}), at)
+        state = lifecycle_with(state, status(ServiceState.STARTING, failures), at)
+        if failures % 2:  # and every other time it even runs for a moment before crashing
+            state = lifecycle_with(state, status(ServiceState.RUNNING, failures), at)
+    changes = changes_of(state, "calendar")
+    assert [e.change for e in changes] == ["failed", "retrying", "running"]
+    assert (changes[0].at, changes[0].repeats, changes[0].failures) == (
+        T0 + timedelta(seconds=3),
+        199,
+        200,
+    )
+    assert changes[0].last_at == at
+    assert len(state.history) == 4  # with the ready phase
+
+    other = lifecycle_with(state, status(ServiceState.FAILED, 201, "certificate expired"), at)
+    assert changes_of(other, "calendar")[-1].error == "certificate expired"  # a new error is news
+
+
+def test_the_history_keeps_only_the_latest_entries() -> None:
+    state = LifecycleState(services=(status(ServiceState.WAITING, 0),))
+    for failures in range(1, 3 * HISTORY_KEPT):
+        at = T0 + timedelta(seconds=failures)
+        state = lifecycle_with(
+            state, status(ServiceState.FAILED, failures, f"error {failures}"), at
+        )
+    assert len(state.history) == HISTORY_KEPT
+    errors = [e.error for e in changes_of(state, "calendar")]
+    assert errors[-1] == f"error {3 * HISTORY_KEPT - 1}"
+    assert errors[0] == f"error {2 * HISTORY_KEPT}"
+    state = lifecycle_in(state, Phase.STOPPING, at)
+    assert len(state.history) == HISTORY_KEPT
+    assert state.history[-1] == PhaseEntered(at=at, phase=Phase.STOPPING)
+    assert lifecycle_in(state, Phase.STOPPING, at).history == state.history  # no change
+
+
+def test_the_history_round_trips_through_json() -> None:
+    state = lifecycle_in(LifecycleState(), Phase.READY, T0)
+    state = lifecycle_with(state, status(ServiceState.FAILED, 1, "bad answer"), T0)
+    assert LifecycleState.model_validate_json(state.model_dump_json()) == state

@@ -1,7 +1,8 @@
 """Alerts: problems of the room that IT must hear about before the next meeting does.
 
 Problems are derived from the state snapshot alone: a device that does not answer, a
-service that failed, a calendar that could not sync. A problem that lasts ``grace_s``
+service that failed, a calendar that could not sync, a meeting site that cannot listen, a
+recording that failed, sharing that is not announced over mDNS. A problem that lasts ``grace_s``
 becomes an alert in the ``alerts`` topic (what, since when, how bad) and is sent once to
 each configured channel (a webhook, e-mail); when it goes away, that is sent once too.
 A channel that cannot deliver retries with exponential back-off and never blocks another.
@@ -23,6 +24,8 @@ from roomsystem.bus import StateBus
 from roomsystem.calendar.state import CalendarState
 from roomsystem.devices.state import DevicesState
 from roomsystem.lifecycle import Backoff, LifecycleState, Phase, Service, ServiceState
+from roomsystem.media.state import MediaState
+from roomsystem.sharing.state import SharingState
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class Alert(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
-    source: Literal["device", "service", "calendar"]
+    source: Literal["device", "service", "calendar", "meeting", "media", "sharing"]
     subject: str
     message: str
     severity: Severity
@@ -73,56 +76,131 @@ class AlertEvent(BaseModel):
 
 
 def current_problems(topics: Mapping[str, BaseModel], now: datetime) -> dict[str, Alert]:
-    """Every problem the snapshot shows, by alert id; nothing until the room is ready."""
+    """Every problem the snapshot shows, by alert id; nothing until the room is ready.
+
+    ``media`` and ``sharing`` may be missing from the snapshot (a room without them): no
+    topic, no problem.
+    """
     lifecycle = topics["lifecycle"]
     assert isinstance(lifecycle, LifecycleState)
     if lifecycle.phase is not Phase.READY:
         return {}
-    found: list[Alert] = []
-    for service in lifecycle.services:
-        if service.state is ServiceState.FAILED:
-            found.append(
-                Alert(
-                    id=f"service:{service.name}:failed",
-                    source="service",
-                    subject=service.name,
-                    message=f"service {service.name} failed ({service.error_kind} error): "
-                    f"{service.error}",
-                    severity=Severity.CRITICAL,
-                    since=now,
-                )
-            )
     devices = topics["devices"]
     assert isinstance(devices, DevicesState)
-    for device in devices.devices:
-        if not device.online:
-            found.append(
-                Alert(
-                    id=f"device:{device.id}:offline",
-                    source="device",
-                    subject=device.id,
-                    message=f"{device.kind} {device.name or device.id} is offline: "
-                    f"{device.error or 'not connected'}",
-                    severity=Severity.CRITICAL,
-                    since=device.since or now,
-                )
-            )
     calendar = topics["calendar"]
     assert isinstance(calendar, CalendarState)
-    if calendar.stale:
-        synced = calendar.synced_at.isoformat() if calendar.synced_at else "never"
-        found.append(
-            Alert(
-                id="calendar:stale",
-                source="calendar",
-                subject=calendar.backend or "calendar",
-                message=f"bookings may be out of date (last sync {synced}): "
-                f"{calendar.stale_message or calendar.stale_reason or 'sync failing'}",
-                severity=Severity.WARNING,
-                since=now,
-            )
-        )
+    found = [
+        *_failed_services(lifecycle, now),
+        *_offline_devices(devices, now),
+        *_stale_calendar(calendar, now),
+        *_site_not_listening(lifecycle, now),
+        *_failed_recording(topics.get("media"), now),
+        *_sharing_not_announced(topics.get("sharing"), now),
+    ]
     return {alert.id: alert for alert in found}
+
+
+def _failed_services(lifecycle: LifecycleState, now: datetime) -> list[Alert]:
+    return [
+        Alert(
+            id=f"service:{service.name}:failed",
+            source="service",
+            subject=service.name,
+            message=f"service {service.name} failed ({service.error_kind} error): {service.error}",
+            severity=Severity.CRITICAL,
+            since=now,
+        )
+        for service in lifecycle.services
+        if service.state is ServiceState.FAILED
+    ]
+
+
+def _offline_devices(devices: DevicesState, now: datetime) -> list[Alert]:
+    return [
+        Alert(
+            id=f"device:{device.id}:offline",
+            source="device",
+            subject=device.id,
+            message=f"{device.kind} {device.name or device.id} is offline: "
+            f"{device.error or 'not connected'}",
+            severity=Severity.CRITICAL,
+            since=device.since or now,
+        )
+        for device in devices.devices
+        if not device.online
+    ]
+
+
+def _stale_calendar(calendar: CalendarState, now: datetime) -> list[Alert]:
+    if not calendar.stale:
+        return []
+    synced = calendar.synced_at.isoformat() if calendar.synced_at else "never"
+    return [
+        Alert(
+            id="calendar:stale",
+            source="calendar",
+            subject=calendar.backend or "calendar",
+            message=f"bookings may be out of date (last sync {synced}): "
+            f"{calendar.stale_message or calendar.stale_reason or 'sync failing'}",
+            severity=Severity.WARNING,
+            since=now,
+        )
+    ]
+
+
+def _site_not_listening(lifecycle: LifecycleState, now: datetime) -> list[Alert]:
+    if lifecycle.web.error is None:
+        return []
+    return [
+        Alert(
+            id="meeting:site:not-listening",
+            source="meeting",
+            subject="meeting site",
+            message="the meeting site is not listening, remote participants cannot join: "
+            f"{lifecycle.web.error}",
+            severity=Severity.CRITICAL,
+            since=now,
+        )
+    ]
+
+
+def _failed_recording(media: BaseModel | None, now: datetime) -> list[Alert]:
+    if media is None:
+        return []
+    assert isinstance(media, MediaState)
+    if media.recording_error is None:
+        return []
+    # Stays raised until a recording starts fine: the media service clears the error then.
+    return [
+        Alert(
+            id="media:recording:failed",
+            source="media",
+            subject="recording",
+            message=f"a recording failed: {media.recording_error}",
+            severity=Severity.WARNING,
+            since=now,
+        )
+    ]
+
+
+def _sharing_not_announced(sharing: BaseModel | None, now: datetime) -> list[Alert]:
+    if sharing is None:
+        return []
+    assert isinstance(sharing, SharingState)
+    if not sharing.enabled or sharing.advertising:
+        return []
+    fallback = f"; they can still open {sharing.share_url}" if sharing.share_url else ""
+    return [
+        Alert(
+            id="sharing:not-announced",
+            source="sharing",
+            subject=sharing.advertised_name or "sharing",
+            message="wireless sharing is on but not announced over mDNS, laptops in the room "
+            f"cannot find it{fallback}",
+            severity=Severity.WARNING,
+            since=now,
+        )
+    ]
 
 
 class AlertTracker:
@@ -170,6 +248,12 @@ class AlertTracker:
 
     def _remember(self, cleared: ClearedAlert) -> None:
         self.recent = [cleared, *self.recent][:RECENT_KEPT]
+
+
+def _phase(topics: Mapping[str, BaseModel]) -> Phase:
+    lifecycle = topics["lifecycle"]
+    assert isinstance(lifecycle, LifecycleState)
+    return lifecycle.phase
 
 
 class DeliveryFailed(Exception):
@@ -258,10 +342,14 @@ class AlertsService(Service):
             while True:
                 now = datetime.now(UTC)
                 topics = self._bus.snapshot().topics
-                for kind, alert in self.tracker.update(current_problems(topics, now), now):
-                    self._send(kind, alert, topics)
-                self._bus.publish("alerts", self.tracker.state())
-                due = self.tracker.next_due(now)
+                # A room that stops has not solved its problems: clearing them would send
+                # "resolved" for each, and "raised" again once it is back.
+                stopping = _phase(topics) is Phase.STOPPING
+                if not stopping:
+                    for kind, alert in self.tracker.update(current_problems(topics, now), now):
+                        self._send(kind, alert, topics)
+                    self._bus.publish("alerts", self.tracker.state())
+                due = None if stopping else self.tracker.next_due(now)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(due):
                         await subscription.next()

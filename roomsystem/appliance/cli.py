@@ -13,8 +13,7 @@ from roomsystem.appliance import diag
 from roomsystem.appliance.install import InstallError, install, uninstall
 from roomsystem.appliance.udev import udev_rules
 from roomsystem.config import DEFAULT_CONFIG_PATH, Settings, demo_settings, load_settings
-from roomsystem.devices.profiles import load_profiles
-from roomsystem.devices.service import SHIPPED_PROFILES
+from roomsystem.devices.profiles import DEFAULT_PROFILES_DIR, load_profiles
 from roomsystem.errors import ConfigError, RoomError
 
 StateFetcher = Callable[[Path | None], tuple[dict[str, Any], str]]
@@ -43,7 +42,9 @@ def add_parsers(commands: Any, fetch_state: StateFetcher) -> None:
     remove.set_defaults(func=_uninstall)
 
     rules = commands.add_parser("udev-rules", help="print udev rules made from the profiles")
-    rules.add_argument("--profiles", type=Path, default=SHIPPED_PROFILES, help="profiles folder")
+    rules.add_argument(
+        "--profiles", type=Path, default=DEFAULT_PROFILES_DIR, help="profiles folder"
+    )
     rules.add_argument("--output", type=Path, help="write to this file instead")
     rules.set_defaults(func=_udev_rules)
 

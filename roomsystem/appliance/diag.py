@@ -1,6 +1,7 @@
 """``roomsystem diag``: one archive for a support ticket, with every secret taken out.
 
-It holds versions, the configuration (secret keys redacted), the running room's lifecycle,
+It holds versions, the configuration (secret keys redacted), the running room's lifecycle
+(with its history of phases and service failures, also as a timeline in ``history.txt``),
 devices, alerts and a summary of calendar, meeting and sharing, recent log lines and facts
 about the machine. Secrets are removed twice: by key where they are known to live, and
 then every secret value the room knows (API token, passwords, passcodes, keys) is scrubbed
@@ -152,6 +153,30 @@ def state_summary(state: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def history_text(lifecycle: Any) -> str:
+    """The lifecycle history (as the API gives it) as a timeline, one change a line."""
+    if not isinstance(lifecycle, dict) or not isinstance(lifecycle.get("history"), list):
+        return "(the room's state has no lifecycle history)\n"
+    return "".join(f"{_history_line(entry)}\n" for entry in lifecycle["history"])
+
+
+def _history_line(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return f"(not a history entry: {entry!r})"
+    at = entry.get("at", "?")
+    if entry.get("kind") == "phase":
+        return f"{at}  phase {entry.get('phase')}"
+    line = f"{at}  {entry.get('service')} {entry.get('change')}"
+    if entry.get("change") == "failed":
+        line += f" in {entry.get('phase') or 'run'} ({entry.get('error_kind')} error): "
+        line += str(entry.get("error"))
+        if entry.get("repeats"):
+            line += f"; {entry['repeats']} more time(s), last {entry.get('last_at')}"
+    elif entry.get("change") == "running" and entry.get("failures"):
+        line += f" (after {entry['failures']} failure(s))"
+    return line
+
+
 def versions() -> dict[str, Any]:
     installed: dict[str, str | None] = {}
     for name in PACKAGES:
@@ -244,6 +269,7 @@ def build_bundle(
         "config.toml": redact_toml(config_text) or "# (no configuration file: demo defaults)\n",
         "settings.json": json.dumps(settings_json, indent=2),
         "state.json": json.dumps(state_summary(state), indent=2),
+        "history.txt": history_text(state.get("lifecycle")),
         "log.txt": log_text,
         "system.json": json.dumps(system_facts(settings.state_dir), indent=2),
     }

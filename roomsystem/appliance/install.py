@@ -16,17 +16,18 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from roomsystem.appliance.udev import RULES_FILE, udev_rules
-from roomsystem.devices.profiles import load_profiles
-from roomsystem.devices.service import SHIPPED_PROFILES
+from roomsystem.devices.profiles import DEFAULT_PROFILES_DIR, load_profiles
 from roomsystem.errors import RoomError
 
 logger = logging.getLogger(__name__)
 
-UNITS_SOURCE = Path(__file__).resolve().parents[2] / "systemd"
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "roomsystem.example.toml"
+# Package data, so that an installed wheel has them (the checkout's systemd/ links here).
+UNITS_SOURCE = Path(str(resources.files("roomsystem") / "systemd"))
+EXAMPLE_CONFIG = Path(str(resources.files("roomsystem") / "roomsystem.example.toml"))
 TEMPLATE_PYTHON = "/opt/roomsystem/bin/python"
 DAEMON_UNIT = "roomsystem.service"
 KIOSK_UNITS = {"display": "roomsystem-display.service", "panel": "roomsystem-panel.service"}
@@ -44,6 +45,7 @@ u roomsystem-kiosk - "roomsystem panel and display" /var/lib/roomsystem-kiosk
 m roomsystem-kiosk video
 m roomsystem-kiosk input
 m roomsystem-kiosk render
+m roomsystem-kiosk roomsystem
 """
 # ProtectHome= hides these from the services.
 HIDDEN_PREFIXES = ("/home/", "/root/", "/run/user/")
@@ -93,7 +95,7 @@ class Layout:
 
 
 def render_unit(name: str, python: str) -> str:
-    """The unit ``name`` from ``systemd/``, running ``python``."""
+    """The shipped unit ``name``, running ``python``."""
     return (UNITS_SOURCE / name).read_text(encoding="utf-8").replace(TEMPLATE_PYTHON, python)
 
 
@@ -125,7 +127,7 @@ def install(
     """Install the appliance below ``root``; see the module's description."""
     _check_python(python)
     layout = Layout(root)
-    profiles = load_profiles(SHIPPED_PROFILES)
+    profiles = load_profiles(DEFAULT_PROFILES_DIR)
     if profiles.errors:
         raise InstallError("device profiles have errors: " + "; ".join(profiles.errors))
     for name in UNITS:

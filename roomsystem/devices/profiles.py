@@ -3,8 +3,8 @@
 A profile says how to recognise a device (USB vendor:product, an optional bcdDevice
 firmware range, name patterns), how to control it (protocol, transport, address, timing
 quirks), what it can do (camera axes, audio channels, display inputs) and which of its
-buttons mean what. The files live in ``firmware_profiles/`` (see its README.md for the
-layout); every key is declared here, and an unknown key, a wrong type, a value out of
+buttons mean what. The files live in ``roomsystem/firmware_profiles/`` (see its README.md
+for the layout); every key is declared here, and an unknown key, a wrong type, a value out of
 range or a contradiction between keys is an error naming the file, the line and the key:
 ``displays/lg-uh5f.toml:23: control.port: only allowed with transport = 'tcp' or 'udp'``.
 
@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -39,9 +40,9 @@ from roomsystem.tomlcheck import KeyLocator, TomlInvalid, dotted_key, parse_toml
 
 logger = logging.getLogger(__name__)
 
-#: The profiles shipped in the repository (not packaged: the daemon runs from a checkout
-#: or an image that contains the folder).
-DEFAULT_PROFILES_DIR = Path(__file__).resolve().parents[2] / "firmware_profiles"
+#: The shipped profiles: package data, so a wheel has them as a checkout does (whose
+#: top-level firmware_profiles/ links here). An installed package is plain files on disk.
+DEFAULT_PROFILES_DIR = Path(str(resources.files("roomsystem") / "firmware_profiles"))
 SCHEMA_VERSION = 1
 #: A profile is a small hand-written file; anything bigger is not one.
 MAX_PROFILE_BYTES = 256 * 1024

@@ -27,7 +27,13 @@ from roomsystem.devices.buttons import ButtonWatcher, InputOpener, open_input_de
 from roomsystem.devices.controls import Connection, open_control
 from roomsystem.devices.coordinator import Coordinator, DeviceOffline
 from roomsystem.devices.discovery import CecAdapter, UsbDevice, scan_cec, scan_usb
-from roomsystem.devices.profiles import Candidate, Profile, ProfileSet, load_profiles
+from roomsystem.devices.profiles import (
+    DEFAULT_PROFILES_DIR,
+    Candidate,
+    Profile,
+    ProfileSet,
+    load_profiles,
+)
 from roomsystem.devices.state import (
     ButtonEvent,
     DeviceKind,
@@ -45,7 +51,6 @@ from roomsystem.sharing.state import SharingState
 
 logger = logging.getLogger(__name__)
 
-SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "firmware_profiles"
 FIRST_CONTACT_S = 3.0
 VOLUME_STEP = 5
 
@@ -138,7 +143,7 @@ class DevicesService(Service):
             await self._first_contact()
 
     def _load_profiles(self) -> None:
-        root = self.settings.profiles_dir or SHIPPED_PROFILES
+        root = self.settings.profiles_dir or DEFAULT_PROFILES_DIR
         if not root.is_dir():
             raise ConfigError(f"profiles directory {root} does not exist")
         self.profiles = load_profiles(root)  # logs each broken profile it skips

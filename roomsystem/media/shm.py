@@ -67,6 +67,9 @@ class SharedFrameWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
+            # The daemon's umask (0077 under systemd) would leave out its group, which is
+            # how the display app, another user, reads the file.
+            os.fchmod(fd, 0o640)
             os.ftruncate(fd, size)
             self._map = mmap.mmap(fd, size)
         finally:

@@ -28,7 +28,7 @@ from roomsystem.appliance.alerts import (
     Severity,
     current_problems,
 )
-from roomsystem.appliance.channels import MailChannel, WebhookChannel
+from roomsystem.appliance.channels import MailChannel, WebhookChannel, build_alerts_service
 from roomsystem.bus import StateBus
 from roomsystem.calendar.state import CalendarState
 from roomsystem.config import AddedDevice, AlertsSettings, Settings
@@ -36,8 +36,11 @@ from roomsystem.daemon import Daemon
 from roomsystem.devices.state import DeviceKind, DevicesState, DeviceStatus
 from roomsystem.drivers.simulator import PtyServer
 from roomsystem.drivers.visca_sim import ViscaSimulator
-from roomsystem.lifecycle import Backoff, LifecycleState, Phase
+from roomsystem.lifecycle import Backoff, LifecycleState, Phase, WebStatus
+from roomsystem.media.state import MediaState
+from roomsystem.meeting.service import MeetingService
 from roomsystem.meeting.tls import ensure_self_signed
+from roomsystem.sharing.state import SharingState
 from roomsystem.state import RoomInfo
 from roomsystem.statedir import StateDir
 
@@ -333,3 +336,203 @@ def test_raised_and_cleared_alternate_and_follow_the_grace_period(
     # Strictly raised, cleared, raised, ...: never two of a kind in a row.
     assert events == ["raised", "cleared"] * (len(events) // 2) + ["raised"] * (len(events) % 2)
     assert bool(tracker.state().active) == (bool(events) and events[-1] == "raised")
+
+
+SITE_DOWN = WebStatus(error="[Errno 98] web: cannot listen on 127.0.0.1:8443: Address in use")
+ANNOUNCED = SharingState(enabled=True, advertising=True, advertised_name="Room 4-12")
+NOT_ANNOUNCED = SharingState(enabled=True, advertising=False, share_url="https://room:8443/share")
+
+
+def ready(web: WebStatus | None = None) -> LifecycleState:
+    return LifecycleState(phase=Phase.READY, web=web or WebStatus(listening=True, url="https://r"))
+
+
+def test_a_meeting_site_that_cannot_listen_is_a_critical_meeting_problem() -> None:
+    fine = {**topics(online=True), "lifecycle": ready()}
+    assert current_problems(fine, T0) == {}
+    problems = current_problems({**fine, "lifecycle": ready(SITE_DOWN)}, T0)
+    assert list(problems) == ["meeting:site:not-listening"]
+    alert = problems["meeting:site:not-listening"]
+    assert (alert.source, alert.severity) == ("meeting", Severity.CRITICAL)
+    assert alert.message == (
+        "the meeting site is not listening, remote participants cannot join: "
+        "[Errno 98] web: cannot listen on 127.0.0.1:8443: Address in use"
+    )
+    # A room that hosts no meetings has no site: not listening, but no error either.
+    assert current_problems({**fine, "lifecycle": ready(WebStatus())}, T0) == {}
+
+
+def test_a_failed_recording_is_a_media_problem_and_a_missing_media_topic_is_none() -> None:
+    fine = topics(online=True)
+    assert "media" not in fine
+    assert current_problems(fine, T0) == {}
+    assert current_problems({**fine, "media": MediaState(recording=True)}, T0) == {}
+    failed = MediaState(recording_error="disk full: /var/lib/roomsystem/recordings")
+    problems = current_problems({**fine, "media": failed}, T0)
+    assert list(problems) == ["media:recording:failed"]
+    alert = problems["media:recording:failed"]
+    assert (alert.source, alert.severity) == ("media", Severity.WARNING)
+    assert alert.message == "a recording failed: disk full: /var/lib/roomsystem/recordings"
+
+
+def test_sharing_on_but_not_announced_is_raised_after_the_grace_period() -> None:
+    fine = topics(online=True)
+    assert current_problems({**fine, "sharing": ANNOUNCED}, T0) == {}
+    off = SharingState(enabled=False, advertising=False)
+    assert current_problems({**fine, "sharing": off}, T0) == {}
+    down = current_problems({**fine, "sharing": NOT_ANNOUNCED}, T0)
+    assert list(down) == ["sharing:not-announced"]
+    assert down["sharing:not-announced"].source == "sharing"
+    assert down["sharing:not-announced"].message.endswith(
+        "cannot find it; they can still open https://room:8443/share"
+    )
+    tracker = AlertTracker(grace_s=30)
+    assert tracker.update(down, T0) == []
+    assert tracker.update(down, T0 + timedelta(seconds=29)) == []  # announcing takes a moment
+    raised = tracker.update(down, T0 + timedelta(seconds=30))
+    assert [(kind, alert.id) for kind, alert in raised] == [("raised", "sharing:not-announced")]
+
+
+PROBLEMS = {
+    "meeting": ("lifecycle", ready(SITE_DOWN), ready(), "meeting:site:not-listening"),
+    "media": (
+        "media",
+        MediaState(recording_error="encoder stopped"),
+        MediaState(),
+        "media:recording:failed",
+    ),
+    "sharing": ("sharing", NOT_ANNOUNCED, ANNOUNCED, "sharing:not-announced"),
+}
+
+
+@pytest.mark.parametrize("source", list(PROBLEMS))
+async def test_each_new_problem_is_raised_once_and_cleared_once_at_the_webhook(
+    source: str, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    hook, url = receiver
+    topic, bad, good, alert_id = PROBLEMS[source]
+    room = RoomInfo(
+        id="r1", name="Room 4-12", location="", timezone="UTC", version="1", started_at=T0
+    )
+    state: dict[str, Any] = {
+        "room": room,
+        **topics(online=True),
+        "lifecycle": ready(),
+        "media": MediaState(),
+        "sharing": ANNOUNCED,
+        "alerts": AlertsState(),
+    }
+    bus = StateBus(state)
+    channel = WebhookChannel(url, timeout_s=2)
+    service = AlertsService(
+        bus, grace_s=0.1, workers=[ChannelWorker(channel, 5, Backoff(0.02, 0.05))]
+    )
+    runner = asyncio.create_task(service.run())
+    try:
+        bus.publish(topic, bad)
+        await hook.until(1, timeout=5)
+        bus.publish(topic, good)
+        await hook.until(2, timeout=5)
+        bus.publish("devices", topics(online=True, stale=False)["devices"])  # unrelated: no news
+        await asyncio.sleep(0.3)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await service.close()
+    assert [(r["event"], r["alert"]["id"], r["alert"]["source"]) for r in hook.accepted] == [
+        ("raised", alert_id, source),
+        ("cleared", alert_id, source),
+    ]
+
+
+async def test_a_meeting_site_on_a_busy_port_is_raised_then_cleared_when_it_listens(
+    settings: Settings, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    hook, url = receiver
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    busy = settings.model_copy(
+        update={
+            "web": settings.web.model_copy(update={"listen": f"127.0.0.1:{port}"}),
+            "alerts": AlertsSettings(
+                grace_s=0.2, webhook_url=url, retry_initial_s=0.05, retry_max_s=0.2
+            ),
+            "lifecycle": settings.lifecycle.model_copy(
+                update={"retry_initial_s": 0.2, "retry_max_s": 0.5}
+            ),
+        }
+    )
+    daemon = Daemon(
+        busy,
+        lambda s, bus: [MeetingService(s.meeting, bus), build_alerts_service(s.alerts, bus)],
+    )
+    # This room has no sharing service to say that sharing is off (and so not announced).
+    daemon.room.bus.publish("sharing", SharingState(enabled=False))
+    try:
+        await daemon.start()
+        web = daemon.room.lifecycle.web
+        assert not web.listening
+        assert web.error is not None
+        assert f"cannot listen on 127.0.0.1:{port}" in web.error
+        assert daemon.web is None  # the room runs without its site
+        await asyncio.wait_for(daemon.room.ready.wait(), 10)
+        await hook.until(1, timeout=10)
+        # The port comes free: the daemon keeps trying, listens, and the alert clears.
+        taken.close()
+        await hook.until(2, timeout=10)
+        assert daemon.web is not None
+        assert daemon.room.lifecycle.web.listening
+        assert daemon.room.lifecycle.web.url == daemon.web_url
+    finally:
+        taken.close()
+        await daemon.stop()
+    assert [(r["event"], r["alert"]["id"]) for r in hook.accepted] == [
+        ("raised", "meeting:site:not-listening"),
+        ("cleared", "meeting:site:not-listening"),
+    ]
+    assert hook.accepted[0]["alert"]["message"].startswith(
+        "the meeting site is not listening, remote participants cannot join: "
+    )
+
+
+async def test_a_meeting_site_that_listens_says_where(settings: Settings) -> None:
+    daemon = Daemon(settings, lambda s, bus: [MeetingService(s.meeting, bus)])
+    await daemon.start()
+    try:
+        web = daemon.room.lifecycle.web
+        assert (web.listening, web.error) == (True, None)
+        assert web.url == daemon.web_url
+        assert web.url.startswith("https://127.0.0.1:")
+    finally:
+        await daemon.stop()
+
+
+async def test_a_room_that_stops_does_not_clear_its_alerts(
+    receiver: tuple[WebhookReceiver, str],
+) -> None:
+    hook, url = receiver
+    room = RoomInfo(
+        id="r1", name="Room 4-12", location="", timezone="UTC", version="1", started_at=T0
+    )
+    bus = StateBus({"room": room, **topics(online=False), "alerts": AlertsState()})
+    bus.publish("lifecycle", ready())
+    channel = WebhookChannel(url, timeout_s=2)
+    service = AlertsService(
+        bus, grace_s=0, workers=[ChannelWorker(channel, 5, Backoff(0.02, 0.05))]
+    )
+    runner = asyncio.create_task(service.run())
+    try:
+        await hook.until(1, timeout=5)
+        bus.publish("lifecycle", ready().model_copy(update={"phase": Phase.STOPPING}))
+        bus.publish("devices", topics(online=True)["devices"])
+        await asyncio.sleep(0.3)
+        alerts = bus.get("alerts")
+        assert isinstance(alerts, AlertsState)
+        assert [a.id for a in alerts.active] == ["device:camera:offline"]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await service.close()
+    assert [r["event"] for r in hook.accepted] == ["raised"]

@@ -12,8 +12,7 @@ import pytest
 from roomsystem.appliance.install import UNITS, UNITS_SOURCE, render_unit
 from roomsystem.appliance.udev import udev_rules
 from roomsystem.cli import main
-from roomsystem.devices.profiles import load_profiles
-from roomsystem.devices.service import SHIPPED_PROFILES
+from roomsystem.devices.profiles import DEFAULT_PROFILES_DIR, load_profiles
 
 EXPOSURE_LIMIT = "20"  # systemd-analyze counts tenths: 2.0
 
@@ -60,7 +59,7 @@ def test_the_daemon_unit_is_a_notify_service_with_a_watchdog() -> None:
 
 
 def test_udev_rules_give_every_certified_usb_id_to_the_service_group() -> None:
-    profiles = load_profiles(SHIPPED_PROFILES)
+    profiles = load_profiles(DEFAULT_PROFILES_DIR)
     text = udev_rules(profiles)
     ids = {usb_id for p in profiles if p.device.certified for usb_id in p.match.usb}
     assert ids  # the shipped profiles do name USB devices
@@ -84,7 +83,7 @@ def test_the_udev_rules_command_prints_the_same_rules(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["udev-rules"]) == 0
-    assert capsys.readouterr().out == udev_rules(load_profiles(SHIPPED_PROFILES))
+    assert capsys.readouterr().out == udev_rules(load_profiles(DEFAULT_PROFILES_DIR))
 
 
 def test_install_into_a_root_then_uninstall_keeps_config_and_state(
@@ -101,7 +100,7 @@ def test_install_into_a_root_then_uninstall_keeps_config_and_state(
     assert (units / "multi-user.target.wants/roomsystem.service").is_symlink()
     assert (units / "graphical.target.wants/roomsystem-panel.service").is_symlink()
     assert (root / "etc/udev/rules.d/70-roomsystem.rules").read_text() == udev_rules(
-        load_profiles(SHIPPED_PROFILES)
+        load_profiles(DEFAULT_PROFILES_DIR)
     )
     passwd = (root / "etc/passwd").read_text()
     assert re.search(r"^roomsystem:x:\d+:\d+:.*:/var/lib/roomsystem:", passwd, re.M)
@@ -110,6 +109,10 @@ def test_install_into_a_root_then_uninstall_keeps_config_and_state(
         members = re.search(rf"^{group}:x:\d+:(.*)$", groups, re.M)
         assert members is not None
         assert "roomsystem" in members[1].split(",")
+    # The display (the kiosk user) reads the daemon's display picture through its group.
+    daemon_group = re.search(r"^roomsystem:x:\d+:(.*)$", groups, re.M)
+    assert daemon_group is not None
+    assert "roomsystem-kiosk" in daemon_group[1].split(",")
 
     config = root / "etc/roomsystem/roomsystem.toml"
     assert config.read_text().startswith("# roomsystem configuration")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -94,3 +95,15 @@ async def test_the_service_shares_the_composed_picture(tmp_path: Path) -> None:
     finally:
         await service.close()
     assert not service.display_shm_path.exists()
+
+
+def test_the_display_user_can_read_the_ring_under_the_daemons_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o077)  # the daemon's under systemd
+    try:
+        writer = SharedFrameWriter(tmp_path / "display", 64, 36)
+    finally:
+        os.umask(previous)
+    try:
+        assert (tmp_path / "display").stat().st_mode & 0o777 == 0o640
+    finally:
+        writer.close()
