@@ -8,6 +8,10 @@ on the network and never touches the loop.
 
 A snapshot is only "live" while ``connected`` is true; after a disconnect the UI keeps the
 last snapshot to show, but must not offer it as something to act on.
+
+Pairing (a panel that has no token yet) is three one-off jobs run on a `Worker`: find the
+rooms over mDNS (`find_rooms`), ask one for a code (`request_pairing`), send the code typed
+from the room display (`complete_pairing`), which answers with the panel's own token.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+
+from controlpanel.common import save_pairing
+from roomsystem.sharing.discover import FoundRoom, browse
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
@@ -34,6 +41,10 @@ CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 10.0
 # The server sends a WebSocket ping every 20 s; no message for this long means it is gone.
 RECEIVE_TIMEOUT_S = 45.0
+PAIRING_TIMEOUT_S = 5.0
+BROWSE_S = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -260,6 +271,15 @@ class RoomClient:
     def api_url(self) -> str:
         return self._link.api_url
 
+    def use(self, api_url: str, token: str) -> None:
+        """Point the client at another room or token (a panel just paired); before `start`."""
+        if self._thread is not None:
+            raise RuntimeError("the client is running already")
+        link = self._link
+        self._link = RoomLink(
+            api_url, token, self._updated, link._backoff.initial, link._backoff.maximum
+        )
+
     @property
     def state(self) -> LinkState:
         return self._link.state
@@ -339,3 +359,225 @@ class RoomClient:
         else:
             result = done.result()
         self._deliver(lambda: on_result(result))
+
+
+class Worker:
+    """One thread with its own event loop for the UI's one-off network jobs (finding rooms,
+    pairing). Each result, or the exception a job raised, reaches the UI thread through
+    ``deliver``."""
+
+    def __init__(
+        self, deliver: Callable[[Callable[[], None]], None] = call_now, name: str = "room-worker"
+    ) -> None:
+        self._deliver = deliver
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=5)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._ready.set()
+        try:
+            loop.run_forever()
+            # Stopped: cancel what is still running, so that each job cleans up.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def submit(
+        self,
+        job: Coroutine[Any, Any, T],
+        on_done: Callable[[T], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        """Run ``job`` on the worker's loop; ``on_done`` or ``on_error`` runs on the UI thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            job.close()
+            self._deliver(lambda: on_error(RuntimeError("the worker is not running")))
+            return
+        future = asyncio.run_coroutine_threadsafe(job, loop)
+        future.add_done_callback(lambda done: self._hand_over(done, on_done, on_error))
+
+    def _hand_over(
+        self,
+        done: Future[T],
+        on_done: Callable[[T], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        if done.cancelled():
+            return  # stopping: the UI is going away too
+        error = done.exception()
+        if error is not None:
+            logger.warning("background job failed: %s", error)
+            self._deliver(lambda: on_error(error))
+        else:
+            result = done.result()
+            self._deliver(lambda: on_done(result))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already closed
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        self._thread = None
+
+
+# -- pairing
+
+
+@dataclass(frozen=True)
+class PairingSetup:
+    """How an unpaired panel pairs: its jobs' worker, where to keep the token, its name,
+    the interface to look for rooms on, and a room given with ``--api`` (no looking)."""
+
+    worker: Worker
+    token_file: str
+    panel_name: str
+    interface: str | None = None
+    api: str | None = None
+
+
+@dataclass(frozen=True)
+class RoomChoice:
+    """A room a panel may pair with: its name and its API on each of its addresses."""
+
+    name: str
+    room_id: str
+    api_urls: tuple[str, ...]
+
+    @classmethod
+    def from_found(cls, room: FoundRoom) -> RoomChoice:
+        return cls(room.name, room.room_id, room.api_urls)
+
+    @classmethod
+    def from_url(cls, api_url: str) -> RoomChoice:
+        return cls(api_url, "", (api_url.rstrip("/"),))
+
+    @property
+    def where(self) -> str:
+        return self.api_urls[0].removeprefix("http://").removeprefix("https://")
+
+
+@dataclass(frozen=True)
+class PairingTicket:
+    """The room has shown a code for this panel; the code goes with ``request_id``."""
+
+    room: RoomChoice
+    api_url: str
+    request_id: str
+    code_digits: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class PairingGrant:
+    """The right code: the panel's own token for the room at ``api_url``."""
+
+    room: RoomChoice
+    api_url: str
+    token: str
+    panel_id: str
+
+
+@dataclass(frozen=True)
+class PairingFailure:
+    """Why the room said no, as a sentence; ``start_over``: ask for a new code."""
+
+    message: str
+    status: int = 0
+    attempts_left: int | None = None
+    start_over: bool = False
+
+
+async def find_rooms(interface: str | None, wait_s: float = BROWSE_S) -> list[RoomChoice]:
+    """The rooms on the network that offer pairing (their mDNS record names the API port)."""
+    found = await browse(interface, wait_s)
+    return [RoomChoice.from_found(room) for room in found if room.api_urls]
+
+
+async def request_pairing(room: RoomChoice, panel_name: str) -> PairingTicket | PairingFailure:
+    """Ask ``room`` to show a pairing code, trying each of its addresses in turn."""
+    failure = PairingFailure(f"{room.name} has no address to reach it at")
+    for api_url in room.api_urls:
+        answer = await _post_json(api_url, "pairing/request", {"name": panel_name})
+        if isinstance(answer, PairingFailure):
+            if answer.status:
+                return answer  # the room answered: another address would say the same
+            failure = answer
+            continue
+        request_id, digits = answer.get("request_id"), answer.get("code_digits")
+        if not isinstance(request_id, str) or not isinstance(digits, int):
+            return PairingFailure(f"{room.name} answered something unexpected")
+        attempts = answer.get("attempts")
+        return PairingTicket(
+            room, api_url, request_id, digits, attempts if isinstance(attempts, int) else 1
+        )
+    return failure
+
+
+async def complete_pairing(ticket: PairingTicket, code: str) -> PairingGrant | PairingFailure:
+    """Send the code typed from the room display; the panel's token if it is right."""
+    body = {"request_id": ticket.request_id, "code": code}
+    answer = await _post_json(ticket.api_url, "pairing/complete", body)
+    if isinstance(answer, PairingFailure):
+        return answer
+    token, panel = answer.get("token"), answer.get("panel")
+    if not isinstance(token, str) or not token or not isinstance(panel, Mapping):
+        return PairingFailure(f"{ticket.room.name} answered something unexpected")
+    return PairingGrant(ticket.room, ticket.api_url, token, str(panel.get("id", "")))
+
+
+async def complete_and_keep(
+    ticket: PairingTicket, code: str, token_file: str
+) -> PairingGrant | PairingFailure:
+    """`complete_pairing`, then keep the token in ``token_file`` (and the room beside it)."""
+    answer = await complete_pairing(ticket, code)
+    if isinstance(answer, PairingGrant):
+        try:
+            save_pairing(
+                token_file, answer.token, answer.api_url, answer.room.name, answer.room.room_id
+            )
+        except OSError as exc:
+            return PairingFailure(f"paired, but cannot keep the token in {token_file}: {exc}")
+    return answer
+
+
+async def _post_json(
+    api_url: str, path: str, body: Mapping[str, Any]
+) -> dict[str, Any] | PairingFailure:
+    timeout = aiohttp.ClientTimeout(total=PAIRING_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(f"{api_url}{PREFIX}/{path}", json=dict(body)) as response,
+        ):
+            answer = await response.json(content_type=None)
+            status = response.status
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        return PairingFailure(f"cannot reach the room at {api_url}: {exc or type(exc).__name__}")
+    if status == 200 and isinstance(answer, dict):
+        return answer
+    return _pairing_failure(status, answer)
+
+
+def _pairing_failure(status: int, body: Any) -> PairingFailure:
+    error = body.get("error") if isinstance(body, Mapping) else None
+    left = error.get("attempts_left") if isinstance(error, Mapping) else None
+    attempts_left = left if isinstance(left, int) and not isinstance(left, bool) else None
+    # No request any more (404), or the last wrong code: only a new code helps.
+    start_over = status == 404 or attempts_left == 0
+    return PairingFailure(_error_text(body), status, attempts_left, start_over)

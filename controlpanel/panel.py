@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
-from controlpanel.client import RoomClient, read_token
-from controlpanel.common import configure_kivy, parse_options
+from controlpanel.client import PairingSetup, RoomClient, Worker, read_token
+from controlpanel.common import Options, configure_kivy, parse_options
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(
-        "roomsystem-panel", "The room's touch panel: start and run meetings.", argv
+        "roomsystem-panel",
+        "The room's touch panel: start and run meetings. Without a token file yet (or with"
+        " --pair) it first pairs with a room found on the network.",
+        argv,
     )
     try:
-        token = read_token(options.token_file)
+        token = "" if options.pair else read_token(options.token_file)
     except OSError as exc:
         print(f"roomsystem-panel: cannot read the token: {exc}", file=sys.stderr)
         return 2
@@ -22,11 +26,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from controlpanel.panel_app import PanelApp
 
-    client = RoomClient(
-        options.api, token, deliver=lambda call: Clock.schedule_once(lambda dt: call())
-    )
-    app = PanelApp(client, options.admin_pin)
-    client.start()
+    def deliver(call: Callable[[], None]) -> None:
+        Clock.schedule_once(lambda dt: call())
+
+    client = RoomClient(options.api, token, deliver=deliver)
+    worker = Worker(deliver, name="panel-pairing") if options.pair else None
+    setup = None if worker is None else pairing_setup(options, worker)
+    app = PanelApp(client, options.admin_pin, pairing=setup)
+    if worker is None:
+        client.start()
+    else:
+        worker.start()
     if options.pilot:
         from controlpanel.pilot import PilotServer
 
@@ -35,7 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         app.run()
     finally:
         client.stop()
+        if worker is not None:
+            worker.stop()
     return 0
+
+
+def pairing_setup(options: Options, worker: Worker) -> PairingSetup:
+    assert options.token_file is not None  # a panel always has one (parse_options)
+    return PairingSetup(
+        worker=worker,
+        token_file=options.token_file,
+        panel_name=options.panel_name,
+        interface=options.interface,
+        api=options.api if options.api_given else None,
+    )
 
 
 if __name__ == "__main__":

@@ -3,12 +3,16 @@
 The panel renders the room's snapshot and sends commands; it holds no state of its own
 beyond what is on screen. A control is enabled only while the room is reachable, offers
 the command and the snapshot says it makes sense, so nothing stale looks live.
+
+A panel that is not paired yet starts on the pairing screen instead: it lists the rooms
+found over mDNS, asks the one picked for a code and takes the code on a number pad; once
+the room has given it a token it becomes the normal panel, connected with that token.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
+from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.screenmanager import NoTransition, Screen, ScreenManager
 from kivy.uix.scrollview import ScrollView
@@ -23,7 +28,19 @@ from kivy.uix.widget import Widget
 from kivy.utils import escape_markup
 
 from controlpanel import __version__, views
-from controlpanel.client import CommandResult, LinkState, RoomClient
+from controlpanel.client import (
+    CommandResult,
+    LinkState,
+    PairingFailure,
+    PairingGrant,
+    PairingSetup,
+    PairingTicket,
+    RoomChoice,
+    RoomClient,
+    complete_and_keep,
+    find_rooms,
+    request_pairing,
+)
 from controlpanel.widgets import (
     ACCENT,
     BACKGROUND,
@@ -50,6 +67,9 @@ PRESETS = (1, 2, 3)
 ZOOM_STEP = 2000
 # The room's own camera on/off (the media service's; participants see black while off).
 CAMERA_VIDEO_COMMAND = "media/camera"
+CODE_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "clear", "0", "ok")
+# While no room offers pairing, look again this often (rooms come and go on a network).
+SEARCH_AGAIN_S = 3.0
 Enabled = Callable[[LinkState], bool]
 
 
@@ -57,15 +77,223 @@ def always(state: LinkState) -> bool:
     return True
 
 
+class PairingView(BoxLayout):
+    """The pairing screen: pick a room found over mDNS, type the code its display shows.
+
+    Network jobs run on the setup's worker and answer on Kivy's clock; ``on_paired`` gets
+    the grant once its token is kept in the token file.
+    """
+
+    def __init__(
+        self,
+        setup: PairingSetup,
+        name_it: Callable[[str, Any], Any],
+        on_paired: Callable[[PairingGrant], None],
+    ) -> None:
+        super().__init__(orientation="vertical", spacing=16, padding=24)
+        self.setup = setup
+        self._name_it = name_it
+        self._on_paired = on_paired
+        self._ticket: PairingTicket | None = None
+        self._typed = ""
+        self._busy = False
+        self._rooms_shown: tuple[RoomChoice, ...] | None = None
+        self.status = name_it("pair_status", Text("", size=24, size_hint_y=None, height=90))
+        self.body = BoxLayout()
+        title = Text("Pair this panel with a room", size=34, bold=True)
+        self.add_widget(row(title, size_hint_y=None, height=56))
+        self.add_widget(self.status)
+        self.add_widget(self.body)
+        self.rooms_view = self._rooms_layout()
+        self.code_view = self._code_layout()
+
+    def begin(self) -> None:
+        if self.setup.api:
+            self._pick(RoomChoice.from_url(self.setup.api))
+        else:
+            self.search()
+
+    def say(self, text: str, color: tuple[float, float, float, float] = TEXT) -> None:
+        self.status.text = text
+        self.status.color = color
+
+    def _show(self, view: Widget) -> None:
+        if view.parent is not self.body:
+            self.body.clear_widgets()
+            self.body.add_widget(view)
+
+    # -- finding a room
+
+    def _rooms_layout(self) -> Widget:
+        self.room_list = GridLayout(cols=1, spacing=8, size_hint_y=None)
+        self.room_list.bind(minimum_height=self.room_list.setter("height"))
+        scroll = ScrollView(do_scroll_x=False)
+        scroll.add_widget(self.room_list)
+        self.search_button = self._name_it(
+            "pair_search", TouchButton("Search again", size=24, size_hint_y=None, height=72)
+        )
+        on_press(self.search_button, self.search)
+        return column(scroll, self.search_button)
+
+    def search(self) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        self._show(self.rooms_view)
+        self.search_button.disabled = True
+        where = f" on {self.setup.interface}" if self.setup.interface else ""
+        self.say(f"Looking for rooms{where}\u2026", MUTED_TEXT)
+        self.setup.worker.submit(find_rooms(self.setup.interface), self._found, self._failed)
+
+    def _found(self, rooms: list[RoomChoice]) -> None:
+        self._busy = False
+        self.search_button.disabled = False
+        self._list_rooms(rooms)
+        if rooms:
+            self.say("Pick the room you are in: its display will show a code to type here.")
+            return
+        self.say(
+            "No room offers pairing here yet; still looking. (The room's API must listen on"
+            ' the network: [api] listen = "0.0.0.0:8080".)',
+            WARNING,
+        )
+        Clock.schedule_once(lambda dt: self._search_while_none(), SEARCH_AGAIN_S)
+
+    def _search_while_none(self) -> None:
+        if self.rooms_view.parent is self.body and not self._rooms_shown:
+            self.search()
+
+    def _list_rooms(self, rooms: Sequence[RoomChoice]) -> None:
+        if tuple(rooms) == self._rooms_shown:
+            return
+        self._rooms_shown = tuple(rooms)
+        self.room_list.clear_widgets()
+        for number, room in enumerate(rooms):
+            button = self._name_it(
+                f"pair_room_{room.room_id or number}",
+                TouchButton(f"{room.name}\n{room.where}", size=26, size_hint_y=None, height=96),
+            )
+            on_press(button, partial(self._pick, room))
+            self.room_list.add_widget(button)
+
+    def _pick(self, room: RoomChoice) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        self._enable(self.room_list.children, False)
+        self.say(f"Asking {room.name} for a code\u2026", MUTED_TEXT)
+        job = request_pairing(room, self.setup.panel_name)
+        self.setup.worker.submit(job, self._asked, self._failed)
+
+    def _asked(self, answer: PairingTicket | PairingFailure) -> None:
+        self._busy = False
+        if isinstance(answer, PairingFailure):
+            self._back_to_rooms(answer.message)
+            return
+        self._ticket, self._typed = answer, ""
+        self.code_for.text = f"Type the code that {answer.room.name} shows on its display"
+        self.say(f"Paired as \u201c{self.setup.panel_name}\u201d once the code is right.")
+        self._show(self.code_view)
+        self._render_code()
+
+    def _back_to_rooms(self, message: str) -> None:
+        self._ticket, self._typed, self._busy = None, "", False
+        if self.setup.api:
+            self._rooms_shown = None
+            self._list_rooms([RoomChoice.from_url(self.setup.api)])
+        self._show(self.rooms_view)
+        self._enable(self.room_list.children, True)
+        self.say(message, DANGER)
+
+    # -- typing the code
+
+    def _code_layout(self) -> Widget:
+        self.code_for = self._name_it("pair_code_for", Text("", size=26))
+        self.code_label = self._name_it(
+            "pair_code", Text("", size=56, bold=True, size_hint_y=None, height=100)
+        )
+        self.pad = GridLayout(cols=3, spacing=8, size_hint=(None, None), size=(420, 400))
+        for key in CODE_KEYS:
+            label = {"clear": "Clear", "ok": "OK"}.get(key, key)
+            tone = GOOD if key == "ok" else NEUTRAL
+            button = self._name_it(f"pair_key_{key}", TouchButton(label, tone=tone, size=30))
+            on_press(button, partial(self._key, key))
+            self.pad.add_widget(button)
+            if key == "ok":
+                self.ok_button = button
+        self.back_button = self._name_it(
+            "pair_back", TouchButton("Back", size=24, size_hint=(None, None), width=200, height=72)
+        )
+        on_press(self.back_button, lambda: self._back_to_rooms("Pick a room to pair with."))
+        left = column(self.code_for, self.code_label, self.back_button, Widget())
+        return row(left, self.pad, spacing=24)
+
+    def _key(self, key: str) -> None:
+        ticket = self._ticket
+        if ticket is None or self._busy:
+            return
+        if key == "ok":
+            self._send(ticket)
+            return
+        if key == "clear":
+            self._typed = ""
+        elif len(self._typed) < ticket.code_digits:
+            self._typed += key
+        self._render_code()
+
+    def _render_code(self) -> None:
+        digits = self._ticket.code_digits if self._ticket else 6
+        self.code_label.text = views.typed_code(self._typed, digits)
+        # While the room checks a code, nothing here may start something else.
+        self._enable([*self.pad.children, self.back_button], not self._busy)
+        self.ok_button.disabled = self._busy or len(self._typed) != digits
+
+    def _send(self, ticket: PairingTicket) -> None:
+        self._busy = True
+        self._render_code()
+        self.say("Checking the code\u2026", MUTED_TEXT)
+        job = complete_and_keep(ticket, self._typed, self.setup.token_file)
+        self.setup.worker.submit(job, self._checked, self._failed)
+
+    def _checked(self, answer: PairingGrant | PairingFailure) -> None:
+        self._busy = False
+        if isinstance(answer, PairingGrant):
+            self.say(f"Paired with {answer.room.name}.", GOOD)
+            self._on_paired(answer)
+            return
+        if answer.start_over:
+            self._back_to_rooms(answer.message)
+            return
+        self._typed = ""
+        self._render_code()
+        self.say(answer.message, DANGER)
+
+    def _failed(self, error: BaseException) -> None:
+        self._back_to_rooms(f"Something went wrong: {error}")
+
+    @staticmethod
+    def _enable(buttons: Sequence[Widget], enabled: bool) -> None:
+        for button in buttons:
+            button.disabled = not enabled
+
+
 class PanelApp(App):
     """The touch panel. `named` holds the widgets a script may tap by name."""
 
     title = "Room panel"
 
-    def __init__(self, client: RoomClient, admin_pin: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        client: RoomClient,
+        admin_pin: str,
+        pairing: PairingSetup | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.client = client
         self.admin_pin = admin_pin
+        self.pairing_setup = pairing
+        self.pairing_view: PairingView | None = None
         self.named: dict[str, Widget] = {}
         self.actions: list[tuple[TouchButton, str, Enabled]] = []
         self.state = LinkState()
@@ -94,7 +322,7 @@ class PanelApp(App):
             self.manager.add_widget(screen)
         self.banners = column(spacing=4, size_hint_y=None, height=0)
         self.toast = self.name_it("toast", Text("", size=20, size_hint_y=None, height=40))
-        return column(
+        self.main_view = column(
             self._top_bar(),
             self.banners,
             self.manager,
@@ -102,6 +330,13 @@ class PanelApp(App):
             padding=12,
             spacing=10,
         )
+        self.shell = BoxLayout()
+        if self.pairing_setup is None:
+            self.shell.add_widget(self.main_view)
+        else:
+            self.pairing_view = PairingView(self.pairing_setup, self.name_it, self._paired)
+            self.shell.add_widget(self.pairing_view)
+        return self.shell
 
     def name_it(self, name: str, widget: Any) -> Any:
         self.named[name] = widget
@@ -435,6 +670,16 @@ class PanelApp(App):
         self.render(self.client.state)
         Clock.schedule_interval(lambda dt: self.tick(), 1.0)
         self.tick()
+        if self.pairing_view is not None:
+            self.pairing_view.begin()
+
+    def _paired(self, grant: PairingGrant) -> None:
+        """Paired: from now on the normal panel, following the room with its own token."""
+        self.client.use(grant.api_url, grant.token)
+        self.client.start()
+        self.shell.clear_widgets()
+        self.shell.add_widget(self.main_view)
+        self.pairing_view = None
 
     def on_stop(self) -> None:
         self.client.stop()

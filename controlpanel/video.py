@@ -91,6 +91,7 @@ class SharedVideo(Widget):
             self.source = source
             self._close()
             self._check_at = 0.0
+            self._color.a = 0  # no old picture while the room is away or the feed changes
 
     def _close(self) -> None:
         if self._reader is not None:
@@ -136,6 +137,7 @@ class SharedVideo(Widget):
             texture.blit_buffer(data[start:end], colorfmt="luminance", bufferfmt="ubyte")
         self._seq = raw.seq
         self._frame_time = raw.time
+        self._color.a = 1
         self._drawn_at = None
         self.canvas.ask_update()
 
@@ -151,7 +153,6 @@ class SharedVideo(Widget):
             self._planes = (planes[0], planes[1], planes[2])
             self._picture.texture = planes[0]
             self._u.texture, self._v.texture = planes[1], planes[2]
-            self._color.a = 1
             self._place()
         return self._planes
 

@@ -252,7 +252,6 @@ class SharingInfo:
     sharer: str | None
     key: str | None
     share_url: str | None
-    pairing_code: str | None
 
 
 def sharing(state: LinkState) -> SharingInfo | None:
@@ -264,7 +263,6 @@ def sharing(state: LinkState) -> SharingInfo | None:
         sharer=text_or_none(_get(section, "sharer")),
         key=text_or_none(_get(section, "key", "sharing_key")),
         share_url=text_or_none(_get(section, "share_url", "url")),
-        pairing_code=text_or_none(_get(section, "pairing_code")),
     )
 
 
@@ -272,6 +270,51 @@ def format_key(key: str | None) -> str:
     if not key:
         return NOT_AVAILABLE
     return " ".join(key[i : i + 3] for i in range(0, len(key), 3)) if len(key) > 4 else key
+
+
+# -- pairing a panel
+
+
+@dataclass(frozen=True)
+class PairingInfo:
+    """A panel waiting for the code the room display shows (the ``pairing`` topic)."""
+
+    code: str
+    panel_name: str
+    address: str
+
+
+def pairing(state: LinkState) -> PairingInfo | None:
+    """The pending pairing request, when there is one and the snapshot has its code."""
+    section = state.section("pairing")
+    code = text_or_none(_get(section, "code"))
+    if not _get(section, "pending", default=False) or not code:
+        return None
+    return PairingInfo(
+        code=code,
+        panel_name=str(_get(section, "panel_name", default="a panel")),
+        address=str(_get(section, "address", default="")),
+    )
+
+
+def format_code(code: str) -> str:
+    """A pairing code in two groups (``123 456``), as people read it across a room."""
+    half = (len(code) + 1) // 2
+    return f"{code[:half]} {code[half:]}".strip()
+
+
+def pairing_prompt(state: LinkState) -> str:
+    """What the display's idle screen says while a panel waits for its code."""
+    waiting = pairing(state)
+    if waiting is None:
+        return ""
+    where = f" at {waiting.address}" if waiting.address else ""
+    return f"Pairing {waiting.panel_name}{where}: type {format_code(waiting.code)} on that panel"
+
+
+def typed_code(typed: str, digits: int) -> str:
+    """The digits typed so far and a gap for each one still to come (``12_ ___``)."""
+    return format_code(typed.ljust(digits, "_"))
 
 
 # -- what needs attention

@@ -34,8 +34,7 @@ from roomsystem.config import (
 )
 from roomsystem.daemon import Daemon
 from roomsystem.demo import DemoDevices, demo_web_settings
-from roomsystem.devices.profiles import check_profiles
-from roomsystem.devices.service import SHIPPED_PROFILES
+from roomsystem.devices.profiles import DEFAULT_PROFILES_DIR, check_profiles
 from roomsystem.errors import ConfigError, RoomError
 from roomsystem.lifecycle import LifecycleState, ServiceState
 from roomsystem.sharing.state import SharingState
@@ -126,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print the API bearer token")
     token.add_argument("--state-dir", type=Path, help="state directory of the room")
     token.set_defaults(func=_token)
+
+    panels = commands.add_parser(
+        "panels", help="list the paired touch panels, or unpair one (revoke NAME_OR_ID)"
+    )
+    panels.add_argument("action", nargs="?", choices=("list", "revoke"), default="list")
+    panels.add_argument("panel", nargs="?", metavar="NAME_OR_ID", help="the panel to unpair")
+    panels.add_argument("--state-dir", type=Path, help="state directory of the room to ask")
+    panels.set_defaults(func=_panels)
     return parser
 
 
@@ -329,6 +336,70 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _panels(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        if args.panel:
+            raise ConfigError(f"panels list takes no panel (did you mean: revoke {args.panel})")
+        print(format_panels(_ask_room(args.state_dir, "panels")["panels"]))
+        return 0
+    if not args.panel:
+        raise ConfigError("panels revoke: give the panel's name or id (roomsystem panels)")
+    revoked = _ask_room(args.state_dir, "panels/revoke", {"panel": args.panel})["revoked"]
+    print(f"unpaired {revoked['name']} ({revoked['id']}): its token no longer works")
+    return 0
+
+
+def _ask_room(given: Path | None, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The running room's JSON answer to ``GET path`` (``POST`` with ``body``)."""
+    state_dir = _find_state_dir(given)
+    endpoint = read_endpoint(state_dir)
+    if endpoint is None:
+        raise RoomError(f"no room is running with state directory {state_dir.path}")
+    request = urllib.request.Request(
+        f"{endpoint.url}/api/v1/{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Authorization": f"Bearer {state_dir.api_token()}",
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise RoomError(_error_message(exc)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RoomError(f"cannot reach the room at {endpoint.url}: {exc}") from None
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.load(error)["error"]["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"the room answered {error.code}"
+
+
+def format_panels(panels: list[dict[str, Any]]) -> str:
+    """One line per paired panel: id, name, where from, when paired and last seen."""
+    if not panels:
+        return "no panels are paired (a panel pairs with the code on the room display)"
+    lines = []
+    for panel in panels:
+        seen = "connected now" if panel.get("connected") else _ago(panel.get("last_seen"))
+        lines.append(
+            f"{panel['id']}  {panel['name']}  from {panel['address']}"
+            f"  paired {panel['created_at'][:16].replace('T', ' ')}  {seen}"
+        )
+    return "\n".join(lines)
+
+
+def _ago(timestamp: str | None) -> str:
+    if not timestamp:
+        return "never seen"
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(timestamp)).total_seconds()
+    return f"last seen {_duration(max(0.0, seconds))} ago"
+
+
 def _status(args: argparse.Namespace) -> int:
     state, url = _fetch_state(args.state_dir)
     print(json.dumps(state, indent=2) if args.json else format_status(state, url))
@@ -342,7 +413,7 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _profiles_check(args: argparse.Namespace) -> int:
-    paths = args.paths or [SHIPPED_PROFILES]
+    paths = args.paths or [DEFAULT_PROFILES_DIR]
     problems = check_profiles(paths)
     if problems:
         print("\n".join(problems), file=sys.stderr)

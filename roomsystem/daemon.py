@@ -14,6 +14,7 @@ from roomsystem.appliance.metrics import OPENAPI_PATH as METRICS_OPENAPI_PATH
 from roomsystem.appliance.runtime import Appliance
 from roomsystem.config import Settings, split_listen
 from roomsystem.errors import RoomError
+from roomsystem.lifecycle import Backoff, WebStatus
 from roomsystem.meeting.site import WebSite, meeting_site
 from roomsystem.room import Room, ServiceFactory, build_services
 from roomsystem.statedir import ENDPOINT_FILE, Endpoint
@@ -40,6 +41,7 @@ class Daemon:
         self.web_url = ""
         self.url = ""
         self._running = False
+        self._web_retry: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Take the state directory, answer on the API, then run the lifecycle."""
@@ -56,6 +58,7 @@ class Daemon:
                 max_body_bytes=self.settings.api.max_body_bytes,
                 openapi=lambda: openapi,
                 metrics=self.appliance.metrics.render if self.appliance.metrics else None,
+                pairing=self.room.pairing,
             )
             host, port = split_listen(self.settings.api.listen)
             try:
@@ -76,18 +79,39 @@ class Daemon:
         self._running = True
 
     async def _start_web(self) -> None:
-        """The meeting site; one that cannot listen leaves the room running without it."""
+        """The meeting site; one that cannot listen leaves the room running without it,
+        says so in the lifecycle (where alerts see it) and tries again with backoff."""
+        if not await self._try_web():
+            self._web_retry = asyncio.create_task(self._retry_web(), name="daemon:web-retry")
+
+    async def _try_web(self) -> bool:
         web = meeting_site(self.settings, self.room.state_dir, self.room.services)
         if web is None:
-            return
+            return True
         try:
             self.web_url = await web.start()
         except OSError as exc:
             # Like a failed device, a busy port must not stop the room (its API, devices).
             logger.error("%s: remote participants cannot join this room's meetings", exc)
             await web.stop()
-            return
+            self._publish_web(WebStatus(error=str(exc)))
+            return False
         self.web = web
+        self._publish_web(WebStatus(listening=True, url=self.web_url))
+        logger.info("meeting site listening at %s", self.web_url)
+        return True
+
+    async def _retry_web(self) -> None:
+        lifecycle = self.settings.lifecycle
+        backoff = Backoff(lifecycle.retry_initial_s, lifecycle.retry_max_s)
+        while True:
+            await asyncio.sleep(backoff.next_delay())
+            if await self._try_web():
+                return
+
+    def _publish_web(self, status: WebStatus) -> None:
+        lifecycle = self.room.lifecycle.model_copy(update={"web": status})
+        self.room.bus.publish("lifecycle", lifecycle)
 
     async def stop(self) -> None:
         """Undo `start`; does nothing if it did not start (the state dir may be another's)."""
@@ -97,6 +121,10 @@ class Daemon:
         self.room.state_dir.remove(ENDPOINT_FILE)
         assert self.api is not None
         await self._bounded(self.appliance.stop(), "appliance")
+        if self._web_retry is not None:
+            self._web_retry.cancel()
+            await asyncio.gather(self._web_retry, return_exceptions=True)
+            self._web_retry = None
         if self.web is not None:
             await self._bounded(self.web.stop(), "meeting site")
         await self._bounded(self.api.stop(), "API server")

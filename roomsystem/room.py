@@ -31,11 +31,15 @@ from roomsystem.lifecycle import (
     ServiceStatus,
     Supervisor,
     initial_statuses,
+    lifecycle_in,
     lifecycle_with,
 )
 from roomsystem.media.service import MediaService
+from roomsystem.media.state import MediaState
 from roomsystem.meeting.service import MeetingService
 from roomsystem.meeting.state import MeetingPolicy, MeetingState
+from roomsystem.pairing.service import Pairing
+from roomsystem.pairing.state import PairingState
 from roomsystem.sharing.service import SharingService
 from roomsystem.sharing.state import SharingState
 from roomsystem.state import RoomInfo
@@ -97,6 +101,8 @@ class Room:
         if len(set(names)) != len(names):
             raise ValueError(f"service names must be unique: {names}")
         self.bus.publish("lifecycle", LifecycleState(services=initial_statuses(self.services)))
+        self.pairing = Pairing(self.bus, self.state_dir)
+        self.pairing.add_api_listener(self._announce_api)
         self.gate = PhaseGate()
         self.ready = asyncio.Event()
         lifecycle = settings.lifecycle
@@ -136,9 +142,11 @@ class Room:
                     host_only_sharing=meeting.host_only_sharing,
                 )
             ),
-            "sharing": SharingState(),
+            "sharing": SharingState(enabled=self.settings.sharing.enabled),
             "calendar": CalendarState(backend=self.settings.calendar.backend),
             "alerts": AlertsState(),
+            "pairing": PairingState(),
+            "media": MediaState(),
         }
 
     @property
@@ -156,6 +164,7 @@ class Room:
                 identity = RoomIdentity(id=str(uuid.uuid4()))
                 self.state_dir.save(IDENTITY_FILE, identity)
             self.api_token = self.state_dir.api_token()
+            self.pairing.load()
         except BaseException:
             self.state_dir.unlock()
             raise
@@ -165,7 +174,8 @@ class Room:
     def start(self) -> None:
         """Start the lifecycle in the background; await `ready` to know it is done."""
         now = datetime.now(UTC)
-        self.bus.publish("lifecycle", self.lifecycle.model_copy(update={"started_at": now}))
+        started = self.lifecycle.model_copy(update={"started_at": now})
+        self.bus.publish("lifecycle", lifecycle_in(started, Phase.CONFIG, now))
         for supervisor in self._supervisors.values():
             supervisor.start()
         self._lifecycle_task = asyncio.create_task(self._run_phases(), name="room:lifecycle")
@@ -184,7 +194,8 @@ class Room:
 
     async def _enter(self, phase: Phase, **extra: object) -> None:
         logger.debug("phase %s", phase)
-        self.bus.publish("lifecycle", self.lifecycle.model_copy(update={"phase": phase, **extra}))
+        entered = lifecycle_in(self.lifecycle.model_copy(update=extra), phase)
+        self.bus.publish("lifecycle", entered)
         await self.gate.advance(phase)
 
     def _report_service(self, status: ServiceStatus) -> None:
@@ -192,13 +203,14 @@ class Room:
 
     async def stop(self) -> None:
         """Cancel and await every task the room owns, close services, release the state dir."""
-        self.bus.publish("lifecycle", self.lifecycle.model_copy(update={"phase": Phase.STOPPING}))
+        self.bus.publish("lifecycle", lifecycle_in(self.lifecycle, Phase.STOPPING))
         if self._lifecycle_task is not None:
             self._lifecycle_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lifecycle_task
             self._lifecycle_task = None
         await asyncio.gather(*(s.close() for s in self._supervisors.values()))
+        self.pairing.close()
         self.state_dir.unlock()
 
     def commands(self) -> list[Command]:
@@ -212,7 +224,14 @@ class Room:
                 handler=self._retry_service,
             )
         ]
+        own += self.pairing.commands()
         return own + [command for service in self.services for command in service.commands()]
+
+    async def _announce_api(self, host: str, port: int) -> None:
+        """Panels find the API through the sharing service's mDNS record."""
+        for service in self.services:
+            if isinstance(service, SharingService):
+                await service.set_api_address(host, port)
 
     async def _retry_service(self, args: RetryArguments) -> RetryResult:
         supervisor = self._supervisors.get(args.service)

@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 TOKEN_FILE = "api-token"
 ENDPOINT_FILE = "api.json"
 LOCK_FILE = "roomsystem.lock"
+# Paired panels and the hashes of their tokens (roomsystem.pairing.panels).
+PANELS_FILE = "panels.json"
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

@@ -13,7 +13,17 @@ from roomsystem.daemon import Daemon
 from roomsystem.sharing.state import SharingState
 from tests.conftest import only
 
-TOPICS = {"room", "lifecycle", "devices", "meeting", "sharing", "calendar", "alerts"}
+TOPICS = {
+    "room",
+    "lifecycle",
+    "devices",
+    "meeting",
+    "sharing",
+    "calendar",
+    "alerts",
+    "media",
+    "pairing",
+}
 
 
 async def test_health_needs_no_token_and_reports_the_phase(daemon: Daemon) -> None:
@@ -182,4 +192,4 @@ async def test_openapi_documents_every_route(daemon: Daemon) -> None:
         "/", 1
     )[1]
     assert spec["components"]["schemas"][schema_name]["required"] == ["service"]
-    assert set(spec["components"]["schemas"]["RoomState"]["required"]) == TOPICS
+    assert set(spec["components"]["schemas"]["RoomSnapshot"]["required"]) == TOPICS

@@ -91,7 +91,37 @@ KNOWN_PATHS = [
     "/api/v1/events",
     "/api/v1/openapi.json",
     "/api/v1/services/retry",
+    "/api/v1/panels",
+    "/api/v1/panels/revoke",
+    "/api/v1/pairing/request",
+    "/api/v1/pairing/complete",
+    "/api/v1/pairing/cancel",
 ]
+PAIRING_PATHS = ["/api/v1/pairing/request", "/api/v1/pairing/complete"]
+
+
+def send_json(
+    room: ThreadedDaemon, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    status, payload = request(room, method, path, data, headers)
+    return status, json.loads(payload)
+
+
+@pytest.fixture(scope="module")
+def panel_token(room: ThreadedDaemon) -> str:
+    """A panel paired the way a panel pairs: request, the code from the snapshot, complete."""
+    status, ticket = send_json(room, "POST", "/api/v1/pairing/request", {"name": "Fuzz panel"})
+    assert status == 200, ticket
+    status, state = send_json(room, "GET", "/api/v1/state", token=room.token)
+    body = {"request_id": ticket["request_id"], "code": state["pairing"]["code"]}
+    status, granted = send_json(room, "POST", "/api/v1/pairing/complete", body)
+    assert status == 200, granted
+    return str(granted["token"])
+
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -103,10 +133,22 @@ json_values = st.recursive(
 argument_objects = st.fixed_dictionaries(
     {}, optional={"service": json_values, "extra": json_values}
 ) | st.dictionaries(st.text(max_size=10), json_values, max_size=4)
+# Near-valid pairing bodies, so that validation passes often and the handlers run.
+digits = st.text(alphabet="0123456789", min_size=5, max_size=7)
+pairing_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=70) | json_values,
+        "request_id": st.from_regex(r"\Apr-[A-Za-z0-9_-]{1,20}\Z") | json_values,
+        "code": digits | json_values,
+        "panel": st.text(max_size=70) | json_values,
+    },
+)
 bodies = st.one_of(
     st.none(),
     json_values.map(lambda v: json.dumps(v).encode()),
     argument_objects.map(lambda v: json.dumps(v).encode()),
+    pairing_objects.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=300),
 )
 random_paths = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4).map(
@@ -152,7 +194,7 @@ fuzz = settings(
     content_type=st.sampled_from(["application/json", "application/json; charset=utf-8", ""]),
 )
 def test_no_command_body_gets_a_server_error(
-    room: ThreadedDaemon, path: str, body: bytes | None, content_type: str
+    room: ThreadedDaemon, panel_token: str, path: str, body: bytes | None, content_type: str
 ) -> None:
     headers = {"Authorization": f"Bearer {room.token}"}
     if content_type:
@@ -167,10 +209,11 @@ def test_no_command_body_gets_a_server_error(
     query=queries,
     body=bodies,
     content_type=content_types,
-    auth=st.sampled_from(["valid", "none", "wrong"]),
+    auth=st.sampled_from(["valid", "panel", "none", "wrong"]),
 )
 def test_no_request_gets_a_server_error(
     room: ThreadedDaemon,
+    panel_token: str,
     method: str,
     path: str,
     query: str,
@@ -179,9 +222,44 @@ def test_no_request_gets_a_server_error(
     auth: str,
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
-    if auth != "none":
-        headers["Authorization"] = f"Bearer {room.token if auth == 'valid' else 'x' + room.token}"
+    tokens = {"valid": room.token, "panel": panel_token, "wrong": "x" + room.token}
+    if auth in tokens:
+        headers["Authorization"] = f"Bearer {tokens[auth]}"
     check_answer(*request(room, method, path + query, body, headers))
+
+
+@fuzz
+@given(path=st.sampled_from(PAIRING_PATHS), body=bodies, content_type=content_types)
+def test_no_pairing_body_gets_a_server_error_without_a_token(
+    room: ThreadedDaemon, path: str, body: bytes | None, content_type: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    status, payload = request(room, "POST", path, body, headers)
+    check_answer(status, payload)
+    if status == 422:
+        problems = json.loads(payload)["error"]["problems"]
+        assert all(problem["field"] and problem["message"] for problem in problems)
+
+
+@fuzz
+@given(code=digits | st.text(max_size=8), name=st.text(min_size=1, max_size=64))
+def test_codes_against_a_pending_request_get_clear_answers(
+    room: ThreadedDaemon, panel_token: str, code: str, name: str
+) -> None:
+    status, ticket = send_json(room, "POST", "/api/v1/pairing/request", {"name": name})
+    if status != 200:
+        # A blank or unprintable name, or pairing locked out by the wrong codes so far.
+        assert status in (422, 429), ticket
+        return
+    body = {"request_id": ticket["request_id"], "code": code}
+    status, answer = send_json(room, "POST", "/api/v1/pairing/complete", body)
+    assert status in (200, 403, 422, 429), answer
+    if status != 200:
+        assert answer["error"]["message"]
+    if status == 403:
+        assert 0 <= answer["error"]["attempts_left"] < 3
+    # The room stays usable for the panel paired before.
+    assert send_json(room, "GET", "/api/v1/state", token=panel_token)[0] == 200
 
 
 def test_garbage_on_the_socket_does_not_hurt_the_room(room: ThreadedDaemon) -> None:

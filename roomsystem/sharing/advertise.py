@@ -2,10 +2,12 @@
 
 The room is a ``_roomshare._tcp.local.`` service named after the room. Its TXT record says
 which protocol version it speaks, the HTTPS port and path of the share endpoint, the room id
-and whether a key is needed. A name another room already uses is changed ("Demo Room-2")
-while probing, never silently shadowed. The advertiser follows the network: it re-checks the
-interface addresses every ``refresh_s`` seconds and re-announces on the interfaces it has now
-(an interface that went away is left with goodbye packets, one that came up is announced on).
+and whether a key is needed; and, when a touch panel on the network can reach the room's API,
+that API's port (``api``), for panels that pair with the room. A name another room already
+uses is changed ("Demo Room-2") while probing, never silently shadowed. The advertiser
+follows the network: it re-checks the interface addresses every ``refresh_s`` seconds and
+re-announces on the interfaces it has now (an interface that went away is left with goodbye
+packets, one that came up is announced on).
 Closing sends goodbye packets, so browsers forget the room at once.
 """
 
@@ -33,6 +35,7 @@ TXT_PORT = "https_port"
 TXT_PATH = "path"
 TXT_ROOM_ID = "room_id"
 TXT_KEY = "key"
+TXT_API = "api"
 KEY_REQUIRED = "required"
 KEY_NONE = "none"
 # A DNS label is at most 63 bytes; keep room for the "-N" a rename appends.
@@ -72,24 +75,49 @@ def worth_announcing(address: str) -> bool:
     return not (ip.is_loopback or ip.is_link_local)
 
 
+def api_reachable(api_host: str, interfaces: Sequence[str]) -> bool:
+    """Whether a panel that finds the room on ``interfaces`` (empty: every one) can reach
+    an API that listens on ``api_host``.
+
+    Loopback only counts when the room is announced on loopback alone (tests, a demo): a
+    panel elsewhere would reach itself, not the room.
+    """
+    host = api_host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        return True
+    if host.lower() == "localhost":
+        host = "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a name: the network's resolver knows where it is
+    if ip.is_loopback:
+        return bool(interfaces) and all(ipaddress.ip_address(a).is_loopback for a in interfaces)
+    return not interfaces or str(ip) in {str(ipaddress.ip_address(a)) for a in interfaces}
+
+
 @dataclass(frozen=True, slots=True)
 class Announcement:
-    """What the room announces."""
+    """What the room announces; ``api_port`` 0: panels cannot reach the API, say nothing."""
 
     room_name: str
     room_id: str
     port: int
     path: str = "/share"
     key_required: bool = True
+    api_port: int = 0
 
     def txt(self) -> dict[str, str]:
-        return {
+        txt = {
             TXT_VERSION: PROTOCOL_VERSION,
             TXT_PORT: str(self.port),
             TXT_PATH: self.path,
             TXT_ROOM_ID: self.room_id,
             TXT_KEY: KEY_REQUIRED if self.key_required else KEY_NONE,
         }
+        if self.api_port:
+            txt[TXT_API] = str(self.api_port)
+        return txt
 
 
 def _ip_version(addresses: Sequence[str]) -> IPVersion:
@@ -156,15 +184,21 @@ class Advertiser:
                         self._on_change(None)
             await asyncio.sleep(self.refresh_s)
 
-    async def update(self, *, port: int | None = None, key_required: bool | None = None) -> None:
-        """Change the announced port or key requirement and tell the network."""
+    async def update(
+        self,
+        *,
+        port: int | None = None,
+        key_required: bool | None = None,
+        api_port: int | None = None,
+    ) -> None:
+        """Change the announced port, key requirement or API port and tell the network."""
         async with self._lock:
+            before = self.announcement
             self.announcement = replace(
-                self.announcement,
-                port=self.announcement.port if port is None else port,
-                key_required=(
-                    self.announcement.key_required if key_required is None else key_required
-                ),
+                before,
+                port=before.port if port is None else port,
+                key_required=before.key_required if key_required is None else key_required,
+                api_port=before.api_port if api_port is None else api_port,
             )
             if self._zeroconf is None or self._info is None:
                 return

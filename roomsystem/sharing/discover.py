@@ -13,6 +13,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from roomsystem.sharing.advertise import (
     KEY_NONE,
     SERVICE_TYPE,
+    TXT_API,
     TXT_KEY,
     TXT_PATH,
     TXT_PORT,
@@ -34,6 +35,8 @@ class FoundRoom:
     room_id: str
     version: str
     key_required: bool
+    # The room's API port when panels on the network can reach it (TXT ``api``), else 0.
+    api_port: int = 0
 
     @property
     def url(self) -> str:
@@ -41,6 +44,14 @@ class FoundRoom:
         address = self.addresses[0] if self.addresses else "0.0.0.0"
         host = f"[{address}]" if ":" in address else address
         return f"https://{host}:{self.port}{self.path}"
+
+    @property
+    def api_urls(self) -> tuple[str, ...]:
+        """The API's base URL on each of the room's addresses; none if it is not offered."""
+        if not self.api_port:
+            return ()
+        hosts = (f"[{a}]" if ":" in a else a for a in self.addresses)
+        return tuple(f"http://{host}:{self.api_port}" for host in hosts)
 
     def describe(self) -> str:
         key = "key required" if self.key_required else "no key"
@@ -52,10 +63,13 @@ def _text(properties: dict[bytes, bytes | None], key: str) -> str:
     return value.decode(errors="replace") if value else ""
 
 
+def _port(text: str) -> int:
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else 0
+
+
 def room_from_info(info: AsyncServiceInfo) -> FoundRoom:
     properties = info.properties
-    port_text = _text(properties, TXT_PORT)
-    port = int(port_text) if port_text.isdigit() else (info.port or 0)
+    port = _port(_text(properties, TXT_PORT)) or (info.port or 0)
     return FoundRoom(
         name=info.name.removesuffix("." + SERVICE_TYPE),
         addresses=tuple(info.parsed_scoped_addresses()),
@@ -64,6 +78,7 @@ def room_from_info(info: AsyncServiceInfo) -> FoundRoom:
         room_id=_text(properties, TXT_ROOM_ID),
         version=_text(properties, TXT_VERSION),
         key_required=_text(properties, TXT_KEY) != KEY_NONE,
+        api_port=_port(_text(properties, TXT_API)),
     )
 
 

@@ -33,6 +33,7 @@ from roomsystem.sharing.advertise import (
     AddressSource,
     Advertiser,
     Announcement,
+    api_reachable,
     machine_addresses,
     worth_announcing,
 )
@@ -198,6 +199,7 @@ class SharingService(Service):
             pairing_code=settings.pairing_code,
         )
         self.web_host, self.web_port = split_listen(web_listen)
+        self._api_port = 0  # announced for panels once the API listens where they reach it
         self.session: ShareSession | None = None
         self._pending: asyncio.Future[bool] | None = None
         self._pending_name: str | None = None
@@ -240,6 +242,7 @@ class SharingService(Service):
             port=self.web_port,
             path=SHARE_PATH,
             key_required=self.settings.require_key,
+            api_port=self._api_port,
         )
         return Advertiser(
             announcement,
@@ -260,6 +263,13 @@ class SharingService(Service):
         if self._advertiser is not None:
             await self._advertiser.update(port=port)
         self._publish()
+
+    async def set_api_address(self, host: str, port: int) -> None:
+        """Where the room's API listens: in the announcement when panels can reach it."""
+        reachable = api_reachable(host, self.settings.mdns_interfaces)
+        self._api_port = port if reachable else 0
+        if self._advertiser is not None:
+            await self._advertiser.update(api_port=self._api_port)
 
     async def _rotate_on_time(self) -> None:
         while True:

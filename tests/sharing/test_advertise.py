@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,12 +15,14 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
 from roomsystem.sharing.advertise import (
     SERVICE_TYPE,
+    TXT_API,
     Advertiser,
     Announcement,
+    api_reachable,
     host_name,
     instance_name,
 )
-from roomsystem.sharing.discover import browse, match_room
+from roomsystem.sharing.discover import FoundRoom, browse, match_room
 from tests.sharing.conftest import LOOPBACK, eventually
 
 
@@ -133,6 +136,61 @@ async def test_the_announcement_follows_interfaces_going_and_coming() -> None:
         up["now"] = False
         await eventually(lambda: full in watcher.removed, 5, "withdrawn when it went")
         assert advertiser.name is None
+
+
+@pytest.mark.timeout(30)
+async def test_the_api_port_is_announced_for_panels_when_set() -> None:
+    # Its own id: other rooms may be announced on this machine's loopback meanwhile.
+    room_id = f"api-{uuid.uuid4().hex[:12]}"
+    advertiser = loopback_advertiser(name="Api Room", room_id=room_id, port=8443)
+
+    async def seen() -> FoundRoom:
+        (room,) = [r for r in await browse(LOOPBACK, wait_s=1.0) if r.room_id == room_id]
+        return room
+
+    async with advertising(advertiser):
+        room = await seen()
+        assert (room.api_port, room.api_urls) == (0, ())
+        await advertiser.update(api_port=8080)
+        room = await seen()
+        assert room.api_port == 8080
+        assert room.api_urls == ("http://127.0.0.1:8080",)
+        await advertiser.update(api_port=0)
+        room = await seen()
+    assert room.api_port == 0
+    assert room.port == 8443
+
+
+def test_the_txt_record_names_the_api_port_only_when_there_is_one() -> None:
+    announcement = Announcement(room_name="Room", room_id="r1", port=8443)
+    assert TXT_API not in announcement.txt()
+    assert Announcement("Room", "r1", 8443, api_port=8080).txt()[TXT_API] == "8080"
+
+
+@pytest.mark.parametrize(
+    ("api_host", "interfaces", "reachable"),
+    [
+        ("0.0.0.0", (), True),
+        ("::", (), True),
+        ("0.0.0.0", (LOOPBACK,), True),
+        ("127.0.0.1", (), False),  # announced on the network, listening on loopback
+        ("127.0.0.1", ("192.0.2.5",), False),
+        ("127.0.0.1", (LOOPBACK,), True),  # the room and its panel on one machine (tests)
+        ("127.0.0.1", (LOOPBACK, "192.0.2.5"), False),
+        ("::1", ("::1",), True),
+        ("localhost", (LOOPBACK,), True),
+        ("localhost", (), False),
+        ("192.0.2.5", (), True),
+        ("192.0.2.5", ("192.0.2.5",), True),
+        ("192.0.2.5", ("198.51.100.7",), False),
+        ("[2001:db8::5]", ("2001:db8:0::5",), True),
+        ("room.example.org", (), True),
+    ],
+)
+def test_the_api_is_offered_to_panels_only_where_they_reach_it(
+    api_host: str, interfaces: tuple[str, ...], reachable: bool
+) -> None:
+    assert api_reachable(api_host, interfaces) is reachable
 
 
 @pytest.mark.timeout(30)
