@@ -315,7 +315,9 @@ class DevicesService(Service):
         elif press.action in ("volume_up", "volume_down"):
             step = VOLUME_STEP if press.action == "volume_up" else -VOLUME_STEP
             audio = audio.model_copy(update={"volume": min(100, max(0, audio.volume + step))})
-        event = ButtonEvent(device=device_id, action=press.action, at=datetime.now(UTC))
+        event = ButtonEvent(
+            device=device_id, action=press.action, at=datetime.now(UTC), repeat=press.repeat
+        )
         self._set_audio(audio.model_copy(update={"last_button": event}))
 
     def _set_audio(self, audio: RoomAudio) -> None:

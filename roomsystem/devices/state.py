@@ -50,6 +50,8 @@ class ButtonEvent(BaseModel):
     device: str
     action: str
     at: datetime
+    # The key is held and the keyboard repeats it (volume steps on; a call button does not).
+    repeat: bool = False
 
 
 class RoomAudio(BaseModel):

@@ -62,6 +62,9 @@ from roomsystem.meeting.state import (
 logger = logging.getLogger(__name__)
 
 INBOX_SIZE = 256
+# Speakerphone buttons as the profiles name them (KEY_PICKUP_PHONE, KEY_HANGUP_PHONE).
+PICK_UP = "hook"
+HANG_UP = "end_call"
 DEFAULT_JOIN_PATH = "/join"
 
 
@@ -256,12 +259,32 @@ class MeetingService(Service):
         self._room_muted = False
 
     async def run(self) -> None:
-        """Follow the room's microphone, so participants see when the room is muted."""
+        """Follow the room's microphone, so participants see when the room is muted, and
+        the speakerphone's call buttons, which start and end meetings."""
         with self._bus.subscribe() as subscription:
-            self._follow_room_mic(subscription.snapshot.topics.get("devices"))
+            devices = subscription.snapshot.topics.get("devices")
+            self._follow_room_mic(devices)
+            # A press from before this service started is not a request to it.
+            pressed = devices.audio.last_button if isinstance(devices, DevicesState) else None
             async for change in subscription:
-                if change.topic == "devices":
+                if change.topic == "devices" and isinstance(change.value, DevicesState):
                     self._follow_room_mic(change.value)
+                    button = change.value.audio.last_button
+                    if button is not None and button != pressed and not button.repeat:
+                        pressed = button
+                        await self._call_button(button.action)
+
+    async def _call_button(self, action: str) -> None:
+        """Pick up starts a meeting now (as *Meet now* does), hang up ends the meeting."""
+        try:
+            if action == PICK_UP and self.meeting is None:
+                logger.info("the speakerphone was picked up: meeting now")
+                self.start()
+            elif action == HANG_UP and self.meeting is not None:
+                logger.info("the speakerphone hung up: meeting %s ends", self.meeting.id)
+                await self.end()
+        except ControlRefused as exc:
+            logger.warning("the speakerphone's %s button: %s", action, exc)
 
     def _follow_room_mic(self, devices: BaseModel | None) -> None:
         if not isinstance(devices, DevicesState) or devices.audio.mic_muted == self._room_muted:

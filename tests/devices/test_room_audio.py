@@ -19,6 +19,8 @@ from roomsystem.config import Settings
 from roomsystem.daemon import Daemon
 from roomsystem.devices.service import DevicesService
 from roomsystem.lifecycle import Service
+from roomsystem.meeting.service import MeetingService
+from roomsystem.meeting.state import MeetingState
 from tests.devices.test_devices_room import until_devices
 from tests.devices.test_discovery import class_node, usb_device
 
@@ -116,6 +118,53 @@ async def test_the_mute_button_toggles_the_room_microphone(
     assert state.audio.last_button.device == "usb-1-2"
     keyboard.tap(ecodes.KEY_MICMUTE)
     await until_devices(room, lambda s: not s.audio.mic_muted)
+
+
+async def test_picking_up_starts_a_meeting_and_hanging_up_ends_it(
+    settings: Settings, sysfs: Path, keyboard: FakeKeyboard
+) -> None:
+    devices = settings.devices.model_copy(update={"rediscover_s": 0.5, "poll_s": 0.5})
+
+    def services(settings: Settings, bus: StateBus) -> list[Service]:
+        return [
+            DevicesService(devices, settings.lifecycle, bus, sysfs, keyboard.open),
+            MeetingService(settings.meeting, bus),
+        ]
+
+    room = Daemon(settings, services)
+    await room.start()
+    try:
+        await until_devices(room, lambda s: any(d.id == "usb-1-2" for d in s.devices))
+        await asyncio.wait_for(room.room.ready.wait(), 10)  # the meeting service listens
+        with room.room.bus.subscribe() as subscription:
+            meetings: list[str] = []  # each meeting id the topic showed, in order; "" for none
+
+            async def until_meetings(count: int) -> None:
+                async with asyncio.timeout(5):
+                    while len(meetings) < count:
+                        change = await subscription.next()
+                        if isinstance(change.value, MeetingState):
+                            meetings.append(change.value.id)
+
+            async def press(key: int, *, hold_repeats: int = 0) -> None:
+                before = room.room.bus.get("devices")
+                keyboard.tap(key, hold_repeats=hold_repeats)
+                await until_devices(room, lambda s: s != before)
+
+            await press(ecodes.KEY_HANGUP_PHONE)  # nothing to hang up
+            await press(ecodes.KEY_PICKUP_PHONE)
+            await until_meetings(1)
+            # Held, or picked up again in the meeting: the same meeting goes on.
+            await press(ecodes.KEY_PICKUP_PHONE, hold_repeats=3)
+            await press(ecodes.KEY_HANGUP_PHONE)
+            await until_meetings(2)
+            assert meetings[0] != ""
+            assert meetings[1] == ""
+        # One meeting in all: the first hang-up and the held pick-up changed nothing.
+        (meeting,) = (s for s in room.room.services if isinstance(s, MeetingService))
+        assert list(meeting._ended_ids) == [meetings[0]]
+    finally:
+        await room.stop()
 
 
 async def test_a_held_volume_key_keeps_stepping(room: Daemon, keyboard: FakeKeyboard) -> None:
