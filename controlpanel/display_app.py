@@ -203,7 +203,6 @@ class DisplayApp(App):
         self.state = state
         now = datetime.now(UTC)
         self.room_label.text = views.room_name(state)
-        self._render_banner(state, now)
         self._render_idle(state, now)
         self._render_meeting(state)
         self._render_sharing(state)
@@ -215,15 +214,22 @@ class DisplayApp(App):
             self.manager.current = "meeting"
         else:
             self.manager.current = "idle"
+        self._render_banner(state, now)
         self.tick()
 
     def _render_banner(self, state: LinkState, now: datetime) -> None:
-        # The display only shows what stops the room from working; the panel has details.
-        lines = views.banners(state, now)[:1] if not state.connected else []
+        # The display only shows what stops the room from working (the panel has details),
+        # and, outside the idle screen that has its own line, a panel's pairing code.
+        if not state.connected:
+            lines, colour = views.banners(state, now)[:1], DANGER
+        elif self.manager.current != "idle" and views.pairing_prompt(state):
+            lines, colour = [views.pairing_prompt(state)], WARNING
+        else:
+            lines, colour = [], BACKGROUND
         self.banner_text = lines[0] if lines else ""
         self.banner.text = self.banner_text
         self.banner.height = 48 if lines else 0
-        paint(self.banner, DANGER if lines else BACKGROUND)
+        paint(self.banner, colour)
 
     def _render_idle(self, state: LinkState, now: datetime) -> None:
         zone = views.room_zone(state)

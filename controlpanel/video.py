@@ -60,8 +60,10 @@ class SharedVideo(Widget):
         )
         super().__init__(**kwargs)
         self.canvas.shader.fs = YUV_TO_RGB_SHADER
-        if not self.canvas.shader.success:
-            raise RuntimeError("the display's video shader did not compile")
+        # Without the shader the screens still work; only the pictures stay away.
+        self.working = bool(self.canvas.shader.success)
+        if not self.working:
+            logger.error("the display's video shader did not compile: no video is shown")
         with self.canvas:
             # Transparent until the first picture: no empty texture is drawn.
             self._color = Color(1, 1, 1, 0)
@@ -100,7 +102,7 @@ class SharedVideo(Widget):
         self._seq = 0
 
     def _poll(self, _dt: float) -> None:
-        if self.get_root_window() is None or self.source is None:
+        if self.get_root_window() is None or self.source is None or not self.working:
             self._watched_since = 0.0
             return
         watched_since, self._watched_since = self._watched_since, time.time()

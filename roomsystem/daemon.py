@@ -106,8 +106,12 @@ class Daemon:
         backoff = Backoff(lifecycle.retry_initial_s, lifecycle.retry_max_s)
         while True:
             await asyncio.sleep(backoff.next_delay())
-            if await self._try_web():
-                return
+            try:
+                if await self._try_web():
+                    return
+            except Exception as exc:  # reported, and tried again like a busy port
+                logger.exception("the meeting site failed to start")
+                self._publish_web(WebStatus(error=str(exc) or type(exc).__name__))
 
     def _publish_web(self, status: WebStatus) -> None:
         lifecycle = self.room.lifecycle.model_copy(update={"web": status})

@@ -169,6 +169,17 @@ def test_wrong_codes_across_requests_lock_pairing_out_with_a_doubling_wait() -> 
     assert outcome == Refused(Refusal.WRONG_CODE, attempts_left=2)
 
 
+def test_cancelling_lifts_a_lockout() -> None:
+    desk = make_desk(FakeClock())
+    for _ in range(FREE_WRONG_CODES + 1):
+        request = opened(desk)
+        desk.complete(request.id, wrong(request.code))
+    assert desk.open("Panel", OTHER) == Refused(Refusal.LOCKED_OUT, LOCKOUT_INITIAL_S)
+    desk.cancel()  # with the main token: whoever guessed no longer blocks pairing
+    request = opened(desk)
+    assert isinstance(desk.complete(request.id, request.code), Accepted)
+
+
 def test_the_lockout_stops_growing_at_its_maximum() -> None:
     clock = FakeClock()
     desk = make_desk(clock)

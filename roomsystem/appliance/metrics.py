@@ -157,8 +157,20 @@ class RoomCollector(Collector):
             ),
         }
         for stream in state.streams:
+            if stream.forwarded:
+                continue
             for field, family in families.items():
                 family.add_metric([stream.name, stream.kind], float(getattr(stream, field)))
+        # Participants come and go: their forwarded streams are summed per kind, so that a
+        # long-running room does not grow a series per participant it ever had.
+        for kind in ("audio", "video"):
+            forwarded = [s for s in state.streams if s.forwarded and s.kind == kind]
+            if not forwarded:
+                continue
+            for field, family in families.items():
+                values = [float(getattr(s, field)) for s in forwarded]
+                total = max(values) if field == "fraction_lost" else sum(values)
+                family.add_metric(["participants", kind], total)
         camera = _gauge("media_camera_on", "1 while the room's camera is on.")
         camera.add_metric([], float(state.camera_on))
         recording = _gauge("media_recording", "1 while a recording runs.")

@@ -188,6 +188,7 @@ class MediaService(Service):
         self._undo_ice: Callable[[], None] | None = None
         self._content_by: str | None = None
         self._camera_on = True
+        self._camera_switched = asyncio.Event()
         self._stats = _StreamMeter()
         # The composed picture for the display app, in shared memory (see media/shm.py).
         self.display_shm_path = display_shm or default_path(state_dir)
@@ -305,13 +306,18 @@ class MediaService(Service):
             self._camera_on = on
             logger.info("room camera %s", "on" if on else "off")
             self._capture_needed(on)
+            self._camera_switched.set()
 
     async def _black_while_camera_off(self) -> None:
+        """While the camera is off, a black picture at once and then now and then."""
         width, height = self.compositor.width, self.compositor.height
         while True:
             if not self._camera_on and self.camera.subscribers:
                 self.camera.push(stamped_now(yuv.blank(width, height)))
-            await asyncio.sleep(CAMERA_OFF_FRAME_S)
+            self._camera_switched.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CAMERA_OFF_FRAME_S):
+                    await self._camera_switched.wait()
 
     def commands(self) -> list[Command]:
         return [
@@ -339,7 +345,6 @@ class MediaService(Service):
                 width=self.compositor.width,
                 height=self.compositor.height,
                 frame_rate=self.compositor.frame_rate,
-                frames=self.display.frames,
             )
         return MediaState(
             running=running,
@@ -360,9 +365,11 @@ class MediaService(Service):
             self._publish()
             await asyncio.sleep(STATS_INTERVAL_S)
 
-    def _all_streams(self) -> list[EncodedStream]:
-        forwarded = [s for f in self._forwards.values() for s in (f.audio, f.video)]
-        return [self.camera, self.content, self.microphone, *forwarded]
+    def _all_streams(self) -> list[tuple[EncodedStream, bool]]:
+        """Every outgoing stream, and whether it forwards a participant's."""
+        own = [(s, False) for s in (self.camera, self.content, self.microphone)]
+        forwarded = [(s, True) for f in self._forwards.values() for s in (f.audio, f.video)]
+        return own + forwarded
 
     # -- outgoing ----------------------------------------------------------------------
 
@@ -432,13 +439,17 @@ class MediaService(Service):
         and the meeting (the camera comes back on when a meeting ends, so that the next
         one does not start dark by surprise)."""
         with bus.subscribe() as subscription:
-            if "devices" in subscription.snapshot.topics:
-                self._take_room_audio(subscription.snapshot.topics["devices"])
+            topics = subscription.snapshot.topics
+            if "devices" in topics:
+                self._take_room_audio(topics["devices"])
+            in_meeting = bool(getattr(topics.get("meeting"), "in_meeting", False))
             async for change in subscription:
                 if change.topic == "devices":
                     self._take_room_audio(change.value)
-                elif change.topic == "meeting" and not getattr(change.value, "in_meeting", True):
-                    self.set_camera_on(True)
+                elif change.topic == "meeting":
+                    was, in_meeting = in_meeting, bool(getattr(change.value, "in_meeting", False))
+                    if was and not in_meeting:
+                        self.set_camera_on(True)
 
     def _take_room_audio(self, devices: object) -> None:
         audio = getattr(devices, "audio", None)
@@ -572,11 +583,11 @@ class _StreamMeter:
         self._last: dict[str, tuple[float, int, int]] = {}
         self.streams: tuple[StreamStats, ...] = ()
 
-    def measure(self, streams: list[EncodedStream]) -> None:
+    def measure(self, streams: list[tuple[EncodedStream, bool]]) -> None:
         now = time.monotonic()
         last, self._last = self._last, {}
         measured = []
-        for stream in streams:
+        for stream, forwarded in streams:
             self._last[stream.name] = (now, stream.frames_encoded, stream.bytes_encoded)
             then, frames, sent = last.get(stream.name, self._last[stream.name])
             elapsed = now - then
@@ -584,6 +595,7 @@ class _StreamMeter:
                 StreamStats(
                     name=stream.name,
                     kind=stream.kind,
+                    forwarded=forwarded,
                     peers=stream.subscribers,
                     fps=round((stream.frames_encoded - frames) / elapsed, 1) if elapsed else 0.0,
                     bitrate_bps=round((stream.bytes_encoded - sent) * 8 / elapsed)

@@ -65,7 +65,10 @@ class SharedFrameWriter:
         self._slot_bytes = SLOT_HEADER.size + self.frame_bytes
         size = HEADER_BYTES + slots * self._slot_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+        # Always a new file: a reader that still maps an old one (a room that crashed) sees
+        # it replaced instead of having it truncated under it; and never through a link.
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
         try:
             # The daemon's umask (0077 under systemd) would leave out its group, which is
             # how the display app, another user, reads the file.

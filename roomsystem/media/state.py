@@ -14,6 +14,8 @@ class StreamStats(BaseModel):
 
     name: str
     kind: Literal["audio", "video"]
+    # A remote participant's sound or picture, forwarded to the others (not the room's own).
+    forwarded: bool = False
     peers: int = 0
     fps: float = 0.0
     bitrate_bps: int = 0
@@ -37,7 +39,6 @@ class DisplayFeed(BaseModel):
     height: int
     frame_rate: int
     format: Literal["yuv420p"] = "yuv420p"
-    frames: int = 0
 
 
 class MediaState(BaseModel):

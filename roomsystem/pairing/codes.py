@@ -159,8 +159,10 @@ class PairingDesk:
         return Refused(Refusal.WRONG_CODE, lockout, attempts_left=left)
 
     def cancel(self) -> PendingRequest | None:
-        """Drop the pending request; the one dropped, if any."""
+        """Drop the pending request and lift a lockout (someone with the main token asks:
+        pairing must not stay blocked by whoever guessed); the request dropped, if any."""
         current, self._pending = self.current(), None
+        self.limiter.forgive(_THE_ROOM)
         return current
 
 

@@ -7,11 +7,41 @@ from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel
 
+from roomsystem.appliance.alerts import AlertsState
+from roomsystem.appliance.metrics import LoopLagMonitor, RoomMetrics
+from roomsystem.bus import StateBus
+from roomsystem.calendar.state import CalendarState
 from roomsystem.config import AddedDevice, Settings
 from roomsystem.daemon import Daemon
+from roomsystem.devices.state import DevicesState
 from roomsystem.drivers.simulator import PtyServer
 from roomsystem.drivers.visca_sim import ViscaSimulator
+from roomsystem.lifecycle import LifecycleState
+from roomsystem.media.state import MediaState, StreamStats
+from roomsystem.meeting.state import MeetingPolicy, MeetingState
+from roomsystem.sharing.state import SharingState
+
+POLICY = MeetingPolicy(
+    waiting_room=True,
+    join_before_host=False,
+    mute_on_entry=True,
+    video_off_on_entry=False,
+    host_only_sharing=True,
+)
+
+
+def idle_topics() -> dict[str, BaseModel]:
+    """The topics the collector reads besides ``media``, as a room that just started."""
+    return {
+        "lifecycle": LifecycleState(),
+        "devices": DevicesState(),
+        "meeting": MeetingState(policy=POLICY),
+        "sharing": SharingState(),
+        "calendar": CalendarState(backend="local"),
+        "alerts": AlertsState(),
+    }
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -78,6 +108,59 @@ async def test_metrics_need_the_token_and_describe_the_room(
     assert 0 <= value("roomsystem_event_loop_lag_seconds") < 5
     assert value("roomsystem_process_resident_memory_bytes") > 10_000_000
     assert value("roomsystem_process_cpu_seconds_total") > 0
+    assert value("roomsystem_media_camera_on") == 1
+    assert value("roomsystem_media_recording") == 0
+    assert value("roomsystem_media_recording_failed") == 0
+    for stream, kind in (("camera", "video"), ("content", "video"), ("microphone", "audio")):
+        assert value("roomsystem_media_stream_peers", stream=stream, kind=kind) == 0
+        assert value("roomsystem_media_stream_fps", stream=stream, kind=kind) == 0
+
+
+def test_media_streams_of_participants_are_summed_not_one_series_each() -> None:
+    media = MediaState(
+        running=True,
+        streams=(
+            StreamStats(name="camera", kind="video", peers=2, fps=30, bitrate_bps=900_000),
+            StreamStats(
+                name="p-ada-video",
+                kind="video",
+                forwarded=True,
+                peers=1,
+                fps=15,
+                bitrate_bps=300_000,
+                fraction_lost=0.02,
+                packets_lost=4,
+            ),
+            StreamStats(
+                name="p-bo-video",
+                kind="video",
+                forwarded=True,
+                peers=1,
+                fps=30,
+                bitrate_bps=500_000,
+                fraction_lost=0.1,
+                packets_lost=6,
+            ),
+        ),
+        recording_error="recording /x.mkv failed: disk full",
+    )
+    bus = StateBus({"media": media, **idle_topics()})
+    found = samples(RoomMetrics(bus, LoopLagMonitor()).render().decode())
+
+    def value(name: str, **labels: str) -> float:
+        return found[(name, frozenset(labels.items()))]
+
+    assert value("roomsystem_media_stream_fps", stream="camera", kind="video") == 30
+    assert value("roomsystem_media_stream_peers", stream="participants", kind="video") == 2
+    assert value("roomsystem_media_stream_bitrate_bps", stream="participants", kind="video") == (
+        800_000
+    )
+    assert value("roomsystem_media_stream_fraction_lost", stream="participants", kind="video") == (
+        0.1
+    )
+    assert value("roomsystem_media_stream_packets_lost", stream="participants", kind="video") == 10
+    assert not any("p-ada" in str(labels) for _, labels in found)
+    assert value("roomsystem_media_recording_failed") == 1
 
 
 async def test_metrics_can_be_turned_off(settings: Settings) -> None:

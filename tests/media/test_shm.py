@@ -107,3 +107,25 @@ def test_the_display_user_can_read_the_ring_under_the_daemons_umask(tmp_path: Pa
         assert (tmp_path / "display").stat().st_mode & 0o777 == 0o640
     finally:
         writer.close()
+
+
+def test_a_new_writer_replaces_the_file_a_reader_still_maps(tmp_path: Path) -> None:
+    path = tmp_path / "display"
+    first = SharedFrameWriter(path, 64, 36)
+    first.write(yuv.blank(64, 36))
+    reader = SharedFrameReader(path)
+    try:
+        assert not reader.replaced()
+        # The room crashed (the old writer never closed) and a new one starts, larger.
+        second = SharedFrameWriter(path, 128, 72)
+        try:
+            assert reader.replaced()
+            assert reader.latest_seq == 1  # the old mapping is intact, not truncated
+            fresh = SharedFrameReader(path)
+            assert (fresh.width, fresh.height) == (128, 72)
+            fresh.close()
+        finally:
+            second.close()
+    finally:
+        reader.close()
+        first._map.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from roomsystem.bus import StateBus
 from roomsystem.media import yuv
-from roomsystem.media.service import MediaService
+from roomsystem.media.recorder import RecordingError
+from roomsystem.media.service import CameraArgs, MediaService
 from roomsystem.media.shm import SharedFrameReader
 from roomsystem.media.state import MediaState, StreamStats
 from roomsystem.meeting.state import MeetingPolicy, MeetingState
@@ -132,7 +134,11 @@ async def test_the_camera_comes_back_on_when_the_meeting_ends(
 ) -> None:
     media, bus = room
     bus.publish("meeting", MeetingState(in_meeting=True, id="1", policy=POLICY))
-    result = await media.commands()[0].handler(media.commands()[0].arguments(on=False))
+    for _ in range(5):  # the service follows the bus in a task: let it see the meeting
+        await asyncio.sleep(0)
+    (camera,) = media.commands()
+    assert camera.path == "media/camera"
+    result = await camera.handler(CameraArgs(on=False))
     assert isinstance(result, MediaState)
     assert not result.camera_on
     bus.publish("meeting", MeetingState(policy=POLICY))
@@ -147,7 +153,7 @@ async def test_a_recording_that_cannot_start_is_in_the_topic(tmp_path: Path) -> 
     media = MediaService(settings, LOOPBACK_ONLY, bus, state_dir=tmp_path)
     await media.start()
     try:
-        with pytest.raises(Exception, match="not-a-directory"):
+        with pytest.raises(RecordingError, match="not-a-directory"):
             await media.recorder.start("1234")
         await wait_for(
             lambda: "not-a-directory" in (media_state(bus).recording_error or ""),
