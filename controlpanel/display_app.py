@@ -283,17 +283,7 @@ class DisplayApp(App):
         if people == self._tiles_shown:
             return
         self._tiles_shown = people
-        self.people.clear_widgets()
-        if not people:
-            self.people.add_widget(
-                Text(
-                    "Waiting for others to join",
-                    size=24,
-                    color=MUTED_TEXT,
-                    size_hint_y=None,
-                    height=36,
-                )
-            )
+        self.people.clear_widgets()  # nobody yet: the picture itself says so
         for person in people[:8]:
             status = "  (muted)" if person.muted else ""
             line = Text(f"{person.name}{status}", size=24, size_hint_y=None, height=36)

@@ -42,6 +42,7 @@ TILE_BACKGROUND = (40, 128, 128)
 SPEAKER_BORDER = (180, 60, 160)  # a yellow outline around the active speaker
 BORDER = 4
 CONTENT_SHARE = 0.75  # of the width, when content is shown
+WAITING = "Waiting for others to join"  # what the picture says while nobody is in it
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,17 @@ def draw_label(canvas: av.VideoFrame, name: str, rect: Rect) -> None:
     patch = _label(name, max(10, min(28, rect.h // 12)))
     h = min(patch.shape[0], rect.h)
     w = min(patch.shape[1], rect.w)
-    x, y = rect.x, _even(rect.y + rect.h - h)
+    _paste_label(canvas, patch, rect.x, _even(rect.y + rect.h - h), w, h)
+
+
+def _centred(canvas: av.VideoFrame, text: str) -> None:
+    """``text`` large in the middle of ``canvas``."""
+    patch = _label(text, max(10, canvas.height // 18))
+    h, w = min(patch.shape[0], canvas.height), min(patch.shape[1], canvas.width)
+    _paste_label(canvas, patch, _even((canvas.width - w) / 2), _even((canvas.height - h) / 2), w, h)
+
+
+def _paste_label(canvas: av.VideoFrame, patch: np.ndarray, x: int, y: int, w: int, h: int) -> None:
     py, pu, pv = yuv.planes(canvas)
     py[y : y + h, x : x + w] = patch[:h, :w]
     pu[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2] = yuv.C_NEUTRAL
@@ -350,6 +361,8 @@ class Compositor:
         content, content_by = self._content, self._content_by
         speaker = self._active_speaker()
         canvas = yuv.blank(self.width, self.height, *BACKGROUND)
+        if not participants and content is None:
+            _centred(canvas, WAITING)
         rects, content_rect = plan(self.width, self.height, len(participants), content is not None)
         participants = _speaker_visible(participants, speaker, len(rects))
         tiles = []

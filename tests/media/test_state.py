@@ -176,3 +176,16 @@ async def test_muted_participants_are_labelled_in_the_picture(
     _, layout = media.compositor.compose()
     muted = {tile.name: tile.muted for tile in layout.tiles}
     assert muted == {"Ada": False, "Bo": True}
+
+
+async def test_an_empty_picture_says_that_the_room_waits_for_others(
+    room: tuple[MediaService, StateBus],
+) -> None:
+    media, _ = room
+    empty, _ = media.compositor.compose()
+    luma = np.asarray(yuv.planes(empty)[0])
+    middle = luma[150:210, 160:480]  # 640x360: the text is in the middle
+    assert middle.max() > 200  # white letters
+    media.add_participant("p-ada", "Ada")
+    with_someone, _ = media.compositor.compose()
+    assert np.asarray(yuv.planes(with_someone)[0])[150:210, 160:480].max() < 200
