@@ -13,14 +13,14 @@ without ``--pair``: a mistyped path must not look like a new panel.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ipaddress
 import json
 import os
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from roomsystem.statedir import write_atomic
 
 SYSTEM_STATE_DIR = Path("/var/lib/roomsystem")
 DEFAULT_API = "http://127.0.0.1:8080"
@@ -196,18 +196,7 @@ def write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``, readable by this user only; missing parents are made
     (mode 0700). Readers see the old file or the new one, never half of it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data, 0o600)
 
 
 def _local_endpoint(state_dir: Path | None) -> str | None:

@@ -32,6 +32,28 @@ PANELS_FILE = "panels.json"
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+def write_atomic(target: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``target`` with ``data`` (mode ``mode``) so that readers see the old file or
+    the new one, never half of it, and the new one survives a power cut."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class StateDirBusy(ConfigError):
     """Another daemon already runs with this state directory."""
 
@@ -74,27 +96,7 @@ class StateDir:
 
     def write_atomic(self, name: str, data: bytes, mode: int = 0o644) -> None:
         """Replace ``name`` with ``data`` so that readers see the old or the new file."""
-        target = self.path / name
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        self._sync_dir()
-
-    def _sync_dir(self) -> None:
-        dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path / name, data, mode)
 
     def save(self, name: str, model: BaseModel, mode: int = 0o644) -> None:
         self.write_atomic(name, model.model_dump_json(indent=2).encode() + b"\n", mode)
