@@ -16,7 +16,7 @@ from roomsystem import cli
 from roomsystem.config import Settings
 from roomsystem.daemon import Daemon
 from roomsystem.lifecycle import Service
-from roomsystem.pairing.codes import PairingDesk
+from roomsystem.pairing.codes import FREE_WRONG_CODES, LOCKOUT_INITIAL_S, PairingDesk
 from roomsystem.pairing.state import PairingState
 from roomsystem.sharing.discover import browse
 from roomsystem.sharing.service import SharingService
@@ -378,3 +378,61 @@ async def test_the_room_announces_its_api_port_for_panels_on_loopback(settings: 
         assert room.api_urls == (running.url,)
     finally:
         await running.stop()
+
+
+async def test_wrong_codes_lock_pairing_out_until_the_main_token_cancels(
+    daemon: Daemon, anonymous: aiohttp.ClientSession
+) -> None:
+    async def one_wrong_code() -> tuple[int, dict[str, Any], str | None]:
+        status, ticket = await post(anonymous, "pairing/request", {"name": "Guesser"})
+        if status != 200:
+            return status, ticket, None
+        code = pairing(daemon).code
+        assert code is not None
+        body = {"request_id": ticket["request_id"], "code": wrong(code)}
+        async with anonymous.post("/api/v1/pairing/complete", json=body) as answer:
+            return answer.status, await answer.json(), answer.headers.get("Retry-After")
+
+    for _ in range(FREE_WRONG_CODES):
+        status, body, _ = await one_wrong_code()
+        assert status == 403, body
+    # One more wrong code is still refused as wrong, and starts the lockout.
+    status, body, retry_after = await one_wrong_code()
+    assert status == 403, body
+    assert body["error"]["retry_after_s"] == LOCKOUT_INITIAL_S
+    assert retry_after == str(int(LOCKOUT_INITIAL_S))
+    # Locked: nobody may even ask for a code now ...
+    async with anonymous.post("/api/v1/pairing/request", json={"name": "Real panel"}) as answer:
+        assert answer.status == 429, await answer.text()
+        assert int(answer.headers["Retry-After"]) <= LOCKOUT_INITIAL_S
+    # ... until someone with the main token cancels, which lifts the lockout.
+    status, _ = await post(anonymous, "pairing/cancel", {}, daemon.room.api_token)
+    assert status == 200
+    granted = await pair(anonymous, daemon, "Real panel")
+    assert granted["panel"]["name"] == "Real panel"
+
+
+async def test_a_panels_event_stream_never_carries_another_panels_code(
+    daemon: Daemon, anonymous: aiohttp.ClientSession
+) -> None:
+    token = (await pair(anonymous, daemon))["token"]
+    async with anonymous.ws_connect(f"/api/v1/events?access_token={token}") as panel:
+        async with anonymous.ws_connect(
+            f"/api/v1/events?access_token={daemon.room.api_token}"
+        ) as main:
+            for stream in (panel, main):
+                assert (await stream.receive_json(timeout=5))["type"] == "snapshot"
+            status, _ = await post(anonymous, "pairing/request", {"name": "Stranger"})
+            assert status == 200
+
+            async def pairing_change(stream: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+                while True:
+                    message = await stream.receive_json(timeout=5)
+                    if message["type"] == "change" and message["topic"] == "pairing":
+                        return dict(message["data"])
+
+            seen_by_main = await pairing_change(main)
+            seen_by_panel = await pairing_change(panel)
+    assert seen_by_main["code"] == pairing(daemon).code
+    assert seen_by_panel["pending"] is True
+    assert seen_by_panel["code"] is None
