@@ -248,21 +248,24 @@ class Compositor:
         self._lock = threading.Lock()
         self._quit = threading.Event()
         self._thread: threading.Thread | None = None
-        self._changed = True
+        # Set by every change (and by stop): the thread composes at once when it is set.
+        self._changed = threading.Event()
+        self._changed.set()
 
     # -- inputs (event loop) ---------------------------------------------------------
 
     def add_participant(self, key: str, name: str) -> None:
         with self._lock:
             self._participants.setdefault(key, _Participant(name)).name = name
-            self._changed = True
+            self._changed.set()
 
     def set_muted(self, key: str, muted: bool) -> None:
         """Mark ``key``'s tile as muted (its label says so) or not."""
         with self._lock:
             entry = self._participants.get(key)
             if entry is not None and entry.muted != muted:
-                entry.muted, self._changed = muted, True
+                entry.muted = muted
+                self._changed.set()
 
     def set_video(self, key: str, track: MediaStreamTrack) -> None:
         """Show ``track``'s pictures in ``key``'s tile (read here until it ends)."""
@@ -276,7 +279,7 @@ class Compositor:
     async def remove_participant(self, key: str) -> None:
         with self._lock:
             entry = self._participants.pop(key, None)
-            self._changed = True
+            self._changed.set()
         if entry is not None and entry.task is not None:
             entry.task.cancel()
             await asyncio.gather(entry.task, return_exceptions=True)
@@ -289,11 +292,13 @@ class Compositor:
                 if entry is None:
                     return
                 if isinstance(frame, av.VideoFrame):
-                    entry.picture, self._changed = frame, True
+                    entry.picture = frame
                     entry.frames += 1
+                    self._changed.set()
         entry = self._participants.get(key)
         if entry is not None:
-            entry.picture, self._changed = None, True  # the camera went away: an empty tile
+            entry.picture = None  # the camera went away: an empty tile
+            self._changed.set()
 
     def show_content(self, by: str, track: MediaStreamTrack | None) -> None:
         """Show ``track`` (a screen share by ``by``) as content; None ends it."""
@@ -316,7 +321,8 @@ class Compositor:
 
     def content_frame(self, by: str | None, frame: av.VideoFrame | None) -> None:
         """Show ``frame`` as content from ``by`` (any thread); None: no content."""
-        self._content, self._content_by, self._changed = frame, by if frame else None, True
+        self._content, self._content_by = frame, by if frame else None
+        self._changed.set()
 
     # -- composing (own thread) ------------------------------------------------------
 
@@ -330,6 +336,7 @@ class Compositor:
         thread, self._thread = self._thread, None
         if thread is not None:
             self._quit.set()
+            self._changed.set()
             await asyncio.to_thread(thread.join, 5)
         for key in list(self._participants):
             await self.remove_participant(key)
@@ -337,22 +344,25 @@ class Compositor:
         self.output.stop()
 
     def _run(self) -> None:
+        # A change is composed as soon as it comes, not at the next tick of a clock of our
+        # own (two 30 fps clocks out of phase drop frames and add up to a frame of delay),
+        # but never more often than the frame rate: changes within one period make one.
         period = 1 / self.frame_rate
-        next_at = time.monotonic()
-        while not self._quit.wait(max(0.0, next_at - time.monotonic())):
-            next_at += period
-            if next_at < time.monotonic() - 1:
-                next_at = time.monotonic()  # fell far behind: do not try to catch up
-            if self._changed or self.output.latest() is None:
-                self._changed = False
-                try:
-                    frame, layout = self.compose()
-                except (ValueError, av.FFmpegError):
-                    # One bad picture (an odd format, a size swscale refuses) must not
-                    # freeze the display: log it and compose again on the next change.
-                    logger.exception("composing the display picture failed")
-                    continue
-                self.output.publish(frame, layout)
+        composed_at = -period
+        while True:
+            self._changed.wait()
+            if self._quit.wait(max(0.0, composed_at + period - time.monotonic())):
+                return
+            self._changed.clear()
+            composed_at = time.monotonic()
+            try:
+                frame, layout = self.compose()
+            except (ValueError, av.FFmpegError):
+                # One bad picture (an odd format, a size swscale refuses) must not
+                # freeze the display: log it and compose again on the next change.
+                logger.exception("composing the display picture failed")
+                continue
+            self.output.publish(frame, layout)
 
     def compose(self) -> tuple[av.VideoFrame, DisplayLayout]:
         """One picture of the current state (the thread calls this; tests may too)."""

@@ -269,7 +269,7 @@ async def test_an_odd_picture_from_a_participant_is_still_shown(media: MediaServ
     media.add_participant("p-odd", "Odd")
     odd = av.VideoFrame(321, 241, "rgb24")
     media.compositor._participants["p-odd"].picture = odd
-    media.compositor._changed = True
+    media.compositor._changed.set()
     await wait_for(
         lambda: bool((layout := media.display.layout()) and any(t.has_video for t in layout.tiles)),
         what="the odd picture composed",
