@@ -351,6 +351,13 @@ def _panels(args: argparse.Namespace) -> int:
 
 def _ask_room(given: Path | None, path: str, body: dict[str, Any] | None = None) -> Any:
     """The running room's JSON answer to ``GET path`` (``POST`` with ``body``)."""
+    return _room_request(given, path, body)[0]
+
+
+def _room_request(
+    given: Path | None, path: str, body: dict[str, Any] | None = None
+) -> tuple[Any, str]:
+    """`_ask_room`'s answer, and the URL of the room that gave it."""
     state_dir = _find_state_dir(given)
     endpoint = read_endpoint(state_dir)
     if endpoint is None:
@@ -365,7 +372,7 @@ def _ask_room(given: Path | None, path: str, body: dict[str, Any] | None = None)
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return json.load(response)
+            return json.load(response), endpoint.url
     except urllib.error.HTTPError as exc:
         raise RoomError(_error_message(exc)) from None
     except (urllib.error.URLError, OSError) as exc:
@@ -424,22 +431,7 @@ def _profiles_check(args: argparse.Namespace) -> int:
 
 def _fetch_state(given: Path | None) -> tuple[dict[str, Any], str]:
     """The running room's snapshot, and the URL it came from."""
-    state_dir = _find_state_dir(given)
-    endpoint = read_endpoint(state_dir)
-    if endpoint is None:
-        raise RoomError(f"no room is running with state directory {state_dir.path}")
-    request = urllib.request.Request(
-        f"{endpoint.url}/api/v1/state",
-        headers={"Authorization": f"Bearer {state_dir.api_token()}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            state = json.load(response)
-    except urllib.error.HTTPError as exc:
-        raise RoomError(f"{endpoint.url} answered {exc.code}: {exc.read()[:200]!r}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise RoomError(f"cannot reach the room at {endpoint.url}: {exc}") from None
-    return state, endpoint.url
+    return _room_request(given, "state")
 
 
 def format_status(state: dict[str, Any], url: str) -> str:

@@ -7,6 +7,16 @@ from collections.abc import Callable
 
 from roomsystem.bus import StateBus
 from roomsystem.lifecycle import LifecycleState
+from roomsystem.meeting.state import MeetingPolicy
+
+# The secure defaults, for a ``meeting`` topic in a test's own bus.
+POLICY = MeetingPolicy(
+    waiting_room=True,
+    join_before_host=False,
+    mute_on_entry=True,
+    video_off_on_entry=True,
+    host_only_sharing=True,
+)
 
 
 async def until_lifecycle(

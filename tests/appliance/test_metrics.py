@@ -20,16 +20,9 @@ from roomsystem.drivers.simulator import PtyServer
 from roomsystem.drivers.visca_sim import ViscaSimulator
 from roomsystem.lifecycle import LifecycleState
 from roomsystem.media.state import MediaState, StreamStats
-from roomsystem.meeting.state import MeetingPolicy, MeetingState
+from roomsystem.meeting.state import MeetingState
 from roomsystem.sharing.state import SharingState
-
-POLICY = MeetingPolicy(
-    waiting_room=True,
-    join_before_host=False,
-    mute_on_entry=True,
-    video_off_on_entry=False,
-    host_only_sharing=True,
-)
+from tests.util import POLICY
 
 
 def idle_topics() -> dict[str, BaseModel]:

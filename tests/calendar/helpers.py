@@ -12,17 +12,11 @@ from roomsystem.calendar.service import CalendarService
 from roomsystem.calendar.state import CalendarState
 from roomsystem.config import CalendarSettings
 from roomsystem.lifecycle import Phase
-from roomsystem.meeting.state import MeetingPolicy, MeetingState
+from roomsystem.meeting.state import MeetingState
 from roomsystem.statedir import StateDir
+from tests.util import POLICY
 
 OSLO = "Europe/Oslo"
-POLICY = MeetingPolicy(
-    waiting_room=True,
-    join_before_host=False,
-    mute_on_entry=True,
-    video_off_on_entry=True,
-    host_only_sharing=True,
-)
 
 
 class Clock:

@@ -16,17 +16,10 @@ from roomsystem.media.recorder import RecordingError
 from roomsystem.media.service import CameraArgs, MediaService
 from roomsystem.media.shm import SharedFrameReader
 from roomsystem.media.state import MediaState, StreamStats
-from roomsystem.meeting.state import MeetingPolicy, MeetingState
+from roomsystem.meeting.state import MeetingState
 from tests.media.conftest import Counted, Peers, wait_for
 from tests.media.test_service import LOOPBACK_ONLY, SETTINGS
-
-POLICY = MeetingPolicy(
-    waiting_room=True,
-    join_before_host=False,
-    mute_on_entry=True,
-    video_off_on_entry=False,
-    host_only_sharing=True,
-)
+from tests.util import POLICY
 
 
 @pytest.fixture
