@@ -12,6 +12,7 @@ from roomsystem.devices.state import DevicesState
 from roomsystem.lifecycle import LifecycleState
 from roomsystem.media.state import MediaState
 from roomsystem.meeting.state import MeetingState
+from roomsystem.pairing.state import PairingState
 from roomsystem.sharing.state import SharingState
 
 
@@ -41,6 +42,8 @@ class RoomState(BaseModel):
     calendar: CalendarState
     alerts: AlertsState
     media: MediaState
+    # A panel waiting to pair; panels' own tokens get it without the code.
+    pairing: PairingState
 
 
 TOPICS = tuple(RoomState.model_fields)

@@ -192,4 +192,4 @@ async def test_openapi_documents_every_route(daemon: Daemon) -> None:
         "/", 1
     )[1]
     assert spec["components"]["schemas"][schema_name]["required"] == ["service"]
-    assert set(spec["components"]["schemas"]["RoomSnapshot"]["required"]) == TOPICS
+    assert set(spec["components"]["schemas"]["RoomState"]["required"]) == TOPICS

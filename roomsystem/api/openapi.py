@@ -28,7 +28,6 @@ from roomsystem.pairing.service import (
     PairingTicket,
     PanelList,
 )
-from roomsystem.pairing.state import PairingState
 from roomsystem.state import RoomState
 
 REF = "#/components/schemas/{model}"
@@ -50,12 +49,6 @@ class Health(BaseModel):
     ready: bool
     degraded: bool
     version: str
-
-
-class RoomSnapshot(RoomState):
-    """The snapshot: every topic of `RoomState`, and ``pairing`` (a panel's code is hidden)."""
-
-    pairing: PairingState
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -83,7 +76,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 def build_openapi(commands: Sequence[Command]) -> dict[str, Any]:
-    models: list[type[BaseModel]] = [RoomSnapshot, ErrorBody, Health, *_PAIRING_MODELS]
+    models: list[type[BaseModel]] = [RoomState, ErrorBody, Health, *_PAIRING_MODELS]
     for command in commands:
         models += [command.arguments, command.result]
     _, schema = models_json_schema([(m, "serialization") for m in models], ref_template=REF)
@@ -98,7 +91,7 @@ def build_openapi(commands: Sequence[Command]) -> dict[str, Any]:
         STATE: {
             "get": {
                 "summary": "The whole room snapshot. The ETag is the event sequence number.",
-                "responses": {"200": _json(RoomSnapshot, "The snapshot"), **_errors(401)},
+                "responses": {"200": _json(RoomState, "The snapshot"), **_errors(401)},
             }
         },
         EVENTS: {
