@@ -706,13 +706,17 @@ class PanelApp(App):
         self.toast.color = color
 
     def tick(self) -> None:
+        """Once a second: the clock, and what time alone changes (a booking moves into Now,
+        its check-in opens, the free time shortens)."""
         now = datetime.now(UTC)
+        self._show_time(now)
+        self._render_home(self.state, now)
+        self._enable_actions(self.state)
+
+    def _show_time(self, now: datetime) -> None:
         zone = views.room_zone(self.state)
         self.clock_label.text = views.clock_text(now, zone)
         self.date_label.text = views.date_text(now, zone)
-        # Time alone moves a booking into Now, opens its check-in and shortens the free time.
-        self._render_home(self.state, now)
-        self._enable_actions(self.state)
 
     def _enable_actions(self, state: LinkState) -> None:
         for button, command, enabled in self.actions:
@@ -735,7 +739,7 @@ class PanelApp(App):
             self._was_in_meeting = in_meeting
             if state.connected:
                 self.show("meeting" if in_meeting else "home")
-        self.tick()
+        self._show_time(now)
 
     def _render_banners(self, state: LinkState, now: datetime) -> None:
         lines = views.banners(state, now)
