@@ -65,6 +65,7 @@ class Daemon:
                 self.url = await self.api.start(host, port)
             except OSError as exc:
                 raise ListenError(str(exc.strerror or exc)) from None
+            await self.room.announce_api(host, self.api.port)
             self.room.state_dir.save(ENDPOINT_FILE, Endpoint(url=self.url, pid=os.getpid()))
             await self._start_web()
         except BaseException:

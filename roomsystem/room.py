@@ -102,7 +102,6 @@ class Room:
             raise ValueError(f"service names must be unique: {names}")
         self.bus.publish("lifecycle", LifecycleState(services=initial_statuses(self.services)))
         self.pairing = Pairing(self.bus, self.state_dir)
-        self.pairing.add_api_listener(self._announce_api)
         self.gate = PhaseGate()
         self.ready = asyncio.Event()
         lifecycle = settings.lifecycle
@@ -227,8 +226,9 @@ class Room:
         own += self.pairing.commands()
         return own + [command for service in self.services for command in service.commands()]
 
-    async def _announce_api(self, host: str, port: int) -> None:
-        """Panels find the API through the sharing service's mDNS record."""
+    async def announce_api(self, host: str, port: int) -> None:
+        """Panels find the API (listening on ``host:port``) through the sharing service's
+        mDNS record."""
         for service in self.services:
             if isinstance(service, SharingService):
                 await service.set_api_address(host, port)

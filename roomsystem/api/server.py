@@ -162,6 +162,7 @@ class ApiServer:
         self.app.on_shutdown.append(self._close_sockets)
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.port = 0
 
     def _add_pairing_routes(self, pairing: Pairing) -> None:
         self.app.router.add_post(PAIRING_REQUEST, self._pairing_request)
@@ -183,8 +184,7 @@ class ApiServer:
         bound = self._runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         self.url = f"http://{shown}:{bound[1]}"
-        if self._pairing is not None:
-            await self._pairing.api_listening(host, bound[1])
+        self.port = int(bound[1])
         return self.url
 
     async def stop(self) -> None:

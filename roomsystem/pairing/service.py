@@ -47,7 +47,6 @@ MAIN_TOKEN_ONLY = frozenset({PANELS_PATH, REVOKE_PATH, CANCEL_PATH})
 _EXPIRY_SLACK_S = 0.05
 
 PanelListener = Callable[[str], Awaitable[None]]
-ApiListener = Callable[[str, int], Awaitable[None]]
 
 
 class PairingRequestArgs(Arguments):
@@ -130,7 +129,6 @@ class Pairing:
         self._expiry: asyncio.TimerHandle | None = None
         self._expires_at: tuple[str, datetime] | None = None
         self._revoke_listeners: list[PanelListener] = []
-        self._api_listeners: list[ApiListener] = []
 
     def load(self) -> None:
         """Read the paired panels from the state directory (the room holds its lock)."""
@@ -204,16 +202,6 @@ class Pairing:
             return PairingError(503, f"the room cannot save the pairing now ({exc}): try again")
         logger.info("panel %r paired from %s as %s", record.name, address, record.id)
         return PairingGranted(token=token, panel=record.info())
-
-    # -- where the API listens
-
-    def add_api_listener(self, listener: ApiListener) -> None:
-        """Await ``listener(host, port)`` once the API server listens (for the mDNS record)."""
-        self._api_listeners.append(listener)
-
-    async def api_listening(self, host: str, port: int) -> None:
-        for listener in self._api_listeners:
-            await listener(host, port)
 
     # -- commands
 
