@@ -55,6 +55,8 @@ class LinkState:
     snapshot: Mapping[str, Any] = field(default_factory=dict)
     seq: int = -1
     error: str | None = None
+    # The room refused the token (it never knew it, or the panel was unpaired).
+    refused: bool = False
     # Monotonic time of the last change of `connected` (for "unreachable for N s").
     since: float = field(default_factory=time.monotonic)
     commands: frozenset[str] = frozenset()
@@ -165,14 +167,17 @@ class RoomLink:
             self._session = session
             try:
                 while True:
-                    error = await self._follow(session)
-                    self._publish(replace(self.state, connected=False, error=error))
+                    error, refused = await self._follow(session)
+                    self._publish(
+                        replace(self.state, connected=False, error=error, refused=refused)
+                    )
                     await asyncio.sleep(self._backoff.next())
             finally:
                 self._session = None
 
-    async def _follow(self, session: aiohttp.ClientSession) -> str:
-        """Follow the stream until it ends; returns why it ended."""
+    async def _follow(self, session: aiohttp.ClientSession) -> tuple[str, bool]:
+        """Follow the stream until it ends; returns why it ended, and whether the room
+        refused the token."""
         try:
             commands = await self._fetch_commands(session)
             async with session.ws_connect(
@@ -183,17 +188,19 @@ class RoomLink:
                     state = apply_message(state, message)
                     if not self.state.connected and message.get("type") == "snapshot":
                         self._backoff.reset()
-                        state = replace(state, connected=True, error=None, commands=commands)
+                        state = replace(
+                            state, connected=True, error=None, refused=False, commands=commands
+                        )
                     if state.connected:
                         self._publish(state)
-                return "the room closed the connection"
+                return "the room closed the connection", False
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 401:
-                return "the room refused the token (401): check --token-file"
-            return f"the room refused the event stream ({exc.status})"
+                return "the room refused the token (401): check --token-file", True
+            return f"the room refused the event stream ({exc.status})", False
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             logger.info("room API %s: %s", self.api_url, exc or type(exc).__name__)
-            return f"cannot reach the room at {self.api_url}"
+            return f"cannot reach the room at {self.api_url}", False
 
     async def _fetch_commands(self, session: aiohttp.ClientSession) -> frozenset[str]:
         async with session.get(
@@ -299,6 +306,7 @@ class RoomClient:
         self._deliver(notify)
 
     def start(self) -> None:
+        self._started.clear()
         self._thread = threading.Thread(target=self._run, name="room-api-client", daemon=True)
         self._thread.start()
         self._started.wait(timeout=5)

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 
 from controlpanel.client import PairingSetup, RoomClient, Worker, read_token
-from controlpanel.common import Options, configure_kivy, parse_options
+from controlpanel.common import Options, configure_kivy, paired_api, parse_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,13 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         Clock.schedule_once(lambda dt: call())
 
     client = RoomClient(options.api, token, deliver=deliver)
-    worker = Worker(deliver, name="panel-pairing") if options.pair else None
+    # A panel with a token of its own (paired before, or pairing now) can pair again.
+    pairs = options.pair or paired_api(options.token_file) is not None
+    worker = Worker(deliver, name="panel-pairing") if pairs else None
     setup = None if worker is None else pairing_setup(options, worker)
-    app = PanelApp(client, options.admin_pin, pairing=setup)
-    if worker is None:
-        client.start()
-    else:
+    app = PanelApp(client, options.admin_pin, pairing=setup, pair_first=options.pair)
+    if worker is not None:
         worker.start()
+    if not options.pair:
+        client.start()
     if options.pilot:
         from controlpanel.pilot import PilotServer
 

@@ -287,12 +287,17 @@ class PanelApp(App):
         client: RoomClient,
         admin_pin: str,
         pairing: PairingSetup | None = None,
+        pair_first: bool = True,
         **kwargs: Any,
     ) -> None:
+        """``pairing``: how this panel pairs, if it pairs at all (a panel with its own
+        token); it starts on the pairing screen when ``pair_first``, and goes back to it
+        when the room refuses its token (it was unpaired)."""
         super().__init__(**kwargs)
         self.client = client
         self.admin_pin = admin_pin
         self.pairing_setup = pairing
+        self._pair_first = pairing is not None and pair_first
         self.pairing_view: PairingView | None = None
         self.named: dict[str, Widget] = {}
         self.actions: list[tuple[TouchButton, str, Enabled]] = []
@@ -331,12 +336,17 @@ class PanelApp(App):
             spacing=10,
         )
         self.shell = BoxLayout()
-        if self.pairing_setup is None:
-            self.shell.add_widget(self.main_view)
+        if self._pair_first:
+            self._show_pairing()
         else:
-            self.pairing_view = PairingView(self.pairing_setup, self.name_it, self._paired)
-            self.shell.add_widget(self.pairing_view)
+            self.shell.add_widget(self.main_view)
         return self.shell
+
+    def _show_pairing(self) -> None:
+        assert self.pairing_setup is not None
+        self.pairing_view = PairingView(self.pairing_setup, self.name_it, self._paired)
+        self.shell.clear_widgets()
+        self.shell.add_widget(self.pairing_view)
 
     def name_it(self, name: str, widget: Any) -> Any:
         self.named[name] = widget
@@ -673,6 +683,13 @@ class PanelApp(App):
         if self.pairing_view is not None:
             self.pairing_view.begin()
 
+    def _unpaired(self) -> None:
+        """The room refused this panel's own token: it was unpaired. Pair again."""
+        self.client.stop()
+        self._show_pairing()
+        assert self.pairing_view is not None
+        self.pairing_view.begin()
+
     def _paired(self, grant: PairingGrant) -> None:
         """Paired: from now on the normal panel, following the room with its own token."""
         self.client.use(grant.api_url, grant.token)
@@ -725,6 +742,8 @@ class PanelApp(App):
     def render(self, state: LinkState) -> None:
         """Show ``state``: called on the UI thread for every change the room sends."""
         self.state = state
+        if state.refused and self.pairing_setup is not None and self.pairing_view is None:
+            self._unpaired()
         now = datetime.now(UTC)
         self.room_label.text = views.room_name(state)
         self._render_banners(state, now)
