@@ -99,7 +99,6 @@ class Daemon:
             return False
         self.web = web
         self._publish_web(WebStatus(listening=True, url=self.web_url))
-        logger.info("meeting site listening at %s", self.web_url)
         return True
 
     async def _retry_web(self) -> None:
