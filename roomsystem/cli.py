@@ -265,6 +265,8 @@ def _demo_sharing(daemon: Daemon) -> str:
         f"  share   {sharing.share_url}  key {sharing.key}\n"
         f"          roomshare list{listing}; roomshare share"
         f" {shlex.quote(daemon.settings.room.name)} --key {sharing.key} --source test\n"
+        f"  pair    roomsystem-panel --pair{listing}   (a panel with its own token; type the"
+        " code the display shows)\n"
     )
 
 

@@ -91,6 +91,12 @@ async def test_demo_is_ready_within_5_s_and_status_shows_the_room(demo: Demo) ->
     assert f"  API         {demo.url}" in out
 
 
+async def test_the_demo_says_how_to_pair_a_panel_of_its_own(demo: Demo) -> None:
+    line = await demo.line_with("  pair    ")
+    # The demo announces itself on loopback only: that is where a panel looks for it.
+    assert "roomsystem-panel --pair --interface 127.0.0.1" in line
+
+
 async def test_token_prints_the_token_the_api_accepts(demo: Demo) -> None:
     await demo.line_with("is ready.")
     code, out, _ = await roomsystem("token", "--state-dir", str(demo.state_dir))
