@@ -20,12 +20,10 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from roomsystem.statedir import write_atomic
+from roomsystem.statedir import ENDPOINT_FILE, TOKEN_FILE, write_atomic
 
 SYSTEM_STATE_DIR = Path("/var/lib/roomsystem")
 DEFAULT_API = "http://127.0.0.1:8080"
-TOKEN_FILE = "api-token"
-ENDPOINT_FILE = "api.json"
 PANEL_TOKEN_FILE = "panel-token"
 ROOM_FILE_SUFFIX = ".room.json"
 

@@ -309,14 +309,15 @@ class MediaService(Service):
             self._camera_switched.set()
 
     async def _black_while_camera_off(self) -> None:
-        """While the camera is off, a black picture at once and then now and then."""
+        """While the camera is off, a black picture at once and then now and then; while it
+        is on, nothing until it is switched."""
         width, height = self.compositor.width, self.compositor.height
         while True:
             if not self._camera_on and self.camera.subscribers:
                 self.camera.push(stamped_now(yuv.blank(width, height)))
             self._camera_switched.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CAMERA_OFF_FRAME_S):
+                async with asyncio.timeout(None if self._camera_on else CAMERA_OFF_FRAME_S):
                     await self._camera_switched.wait()
 
     def commands(self) -> list[Command]:
